@@ -1,0 +1,53 @@
+# localsched — the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STATE_DIR ?= $(HOME)/.local/state/localsched/devcluster
+PYTEST_ARGS ?=
+
+.PHONY: all venv binaries lint unit integration test demo down status clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# kube-apiserver, kube-controller-manager, kube-scheduler v1.20.2 (built once, cached outside the repo) and etcd.
+binaries: venv
+	$(PY) -m devcluster.binaries
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy localsched activator endpointsctl devcluster loadtest
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+# Integration tests start one devcluster for the session (their own state dir and ports, apart from `make demo`).
+integration: binaries
+	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+
+test: lint binaries
+	$(BIN)/pytest tests -q $(PYTEST_ARGS)
+
+demo: binaries
+	$(BIN)/devcluster --state-dir $(STATE_DIR) up
+	$(BIN)/devcluster --state-dir $(STATE_DIR) demo
+
+down: venv
+	$(BIN)/devcluster --state-dir $(STATE_DIR) down
+
+status: venv
+	$(BIN)/devcluster --state-dir $(STATE_DIR) status
+
+clean: down
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
