@@ -1,0 +1,631 @@
+"""A simulated kubelet: one process per devcluster node.
+
+It registers a Node (zone labels, allocatable), keeps it alive with a Lease and status heartbeats, and runs the
+pods bound to it as local processes: the container's ``command``/``args`` with its env (downward API included)
+and a ``PORT``, each pod on its own loopback address from the node's range (``POD_IP`` tells the process which
+address is its own). Readiness probes are really executed. Admission rejects pods that do not fit the node
+(phase Failed, reason OutOfcpu / OutOfmemory / OutOfpods), as the kubelet does. Deletion sends SIGTERM and
+honours the grace period, then SIGKILL.
+
+Pod processes share this process's process group and die with it (PR_SET_PDEATHSIG), so killing the group is a
+dead node and stopping it (SIGSTOP) a hung one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from localsched.kube import resources as r
+from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
+from localsched.kube.errors import AlreadyExists, KubeError, NotFound
+from localsched.kube.watching import Event, WatchCache, key_of
+from localsched.predicates import Resources, pod_requests
+from localsched.quantity import cpu_millis, memory_bytes
+
+log = logging.getLogger("nodesim")
+
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Simulator knob, standing in for Knative queue-proxy's sub-second readiness probing: probe period in ms.
+PROBE_PERIOD_ANNOTATION = "devcluster.localsched.dev/probe-period-ms"
+LEASE_SECONDS = 40
+LEASE_RENEW_SECONDS = 2.0
+STATUS_SECONDS = 10.0
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Container:
+    name: str
+    spec: Obj
+    proc: asyncio.subprocess.Process | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    exit_code: int | None = None
+    restarts: int = 0
+    ready: bool = False
+    waiting_reason: str = "ContainerCreating"
+    waiting_message: str = ""
+
+
+@dataclass
+class PodRuntime:
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    requests: Resources
+    restart_policy: str
+    directory: Path
+    containers: dict[str, Container] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: bool = False
+    start_time: str = field(default_factory=now)
+    transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # condition -> (status, time)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+class NodeSim:
+    def __init__(self, client: KubeClient, args: argparse.Namespace, server: str, ca_data: str) -> None:
+        self.client = client
+        self.name: str = args.node
+        self.zone: str = args.zone
+        self.ip_prefix: str = args.ip_prefix
+        self.allocatable = Resources(cpu_millis(args.cpu), memory_bytes(args.memory), int(args.pods))
+        self.capacity_strings = {"cpu": args.cpu, "memory": args.memory, "pods": str(args.pods)}
+        self.state_dir = Path(args.state_dir)
+        self.server = server
+        self.ca_data = ca_data
+        self.runtimes: dict[tuple[str, str], PodRuntime] = {}
+        self.free_ips = [f"{self.ip_prefix}.{i}" for i in range(2, 255)]
+        self.pods = WatchCache(client, r.PODS, field_selector=f"spec.nodeName={self.name}", name=f"pods@{self.name}")
+        self.pods.add_handler(self._on_pod_event)
+        self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- node --------------------------------------------------------------------------------------------------
+
+    @property
+    def node_ip(self) -> str:
+        return f"{self.ip_prefix}.1"
+
+    def _node_status(self) -> Obj:
+        resources = {**self.capacity_strings, "ephemeral-storage": "100Gi"}
+        stamp = now()
+        conditions = [
+            {"type": t, "status": "False", "reason": f"KubeletHas{r_}", "message": m}
+            for t, r_, m in (
+                ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"),
+            )
+        ]
+        conditions.append(
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "devcluster nodesim is ready"}
+        )
+        for c in conditions:
+            c["lastHeartbeatTime"] = stamp
+            c.setdefault("lastTransitionTime", stamp)
+        return {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": self.name, "systemUUID": self.name, "bootID": str(os.getpid()),
+                "kernelVersion": os.uname().release, "osImage": "devcluster", "containerRuntimeVersion": "process://1",
+                "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2", "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        }  # fmt: skip
+
+    async def register(self) -> None:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "topology.kubernetes.io/zone": self.zone,
+            "failure-domain.beta.kubernetes.io/zone": self.zone,
+            "topology.kubernetes.io/region": "devcluster",
+            "node.localsched.dev/simulated": "true",
+        }
+        body = {"metadata": {"name": self.name, "labels": labels}, "spec": {}}
+        try:
+            await self.client.create(r.NODES, body)
+        except AlreadyExists:
+            await self.client.patch(r.NODES, self.name, {"metadata": {"labels": labels}})
+        await self.client.patch(r.NODES, self.name, {"status": self._node_status()}, subresource="status",
+                                content_type=STRATEGIC_PATCH)  # fmt: skip
+
+    async def heartbeat(self) -> None:
+        last_status = time.monotonic()
+        while True:
+            try:
+                await self._renew_lease()
+                if time.monotonic() - last_status >= STATUS_SECONDS:
+                    await self.client.patch(r.NODES, self.name, {"status": self._node_status()},
+                                            subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
+                    last_status = time.monotonic()
+            except (KubeError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+
+    async def _renew_lease(self) -> None:
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}
+        try:
+            await self.client.patch(r.LEASES, self.name, {"spec": spec}, "kube-node-lease")
+        except NotFound:
+            node = await self.client.get(r.NODES, self.name)
+            owner = {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node["metadata"]["uid"]}
+            body = {"metadata": {"name": self.name, "namespace": "kube-node-lease", "ownerReferences": [owner]},
+                    "spec": spec}  # fmt: skip
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(r.LEASES, body)
+
+    # -- pods: serialized per pod ------------------------------------------------------------------------------
+
+    def _on_pod_event(self, event: Event) -> None:
+        self._kick(key_of(event.obj))
+
+    def _kick(self, key: tuple[str, str]) -> None:
+        if key in self._workers:
+            self._dirty.add(key)
+            return
+        self._workers[key] = asyncio.create_task(self._worker(key), name=f"pod:{key[0]}/{key[1]}")
+
+    async def _worker(self, key: tuple[str, str]) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                try:
+                    await self._reconcile(key)
+                except (KubeError, OSError) as exc:
+                    log.warning("pod %s/%s: %s; retrying", *key, exc)
+                    await asyncio.sleep(1.0)
+                    self._dirty.add(key)
+                if key not in self._dirty:
+                    return
+        finally:
+            self._workers.pop(key, None)
+
+    async def _reconcile(self, key: tuple[str, str]) -> None:
+        pod = self.pods.get(key[1], key[0])
+        rt = self.runtimes.get(key)
+        if rt is not None and (pod is None or pod["metadata"]["uid"] != rt.uid):
+            await self._stop(rt, grace=0 if pod is None else 30)
+            rt = None
+        if pod is None:
+            return
+        meta, status = pod["metadata"], pod.get("status", {})
+        if meta.get("deletionTimestamp"):
+            if rt is not None:
+                await self._stop(rt, grace=float(meta.get("deletionGracePeriodSeconds") or 0))
+            with contextlib.suppress(NotFound):
+                await self.client.delete(r.PODS, key[1], key[0], grace_period_seconds=0,
+                                         preconditions={"uid": meta["uid"]})  # fmt: skip
+            return
+        if rt is not None or status.get("phase") in ("Succeeded", "Failed"):
+            return
+        rejection = self._admit(pod)
+        if rejection is not None:
+            reason, message = rejection
+            log.info("pod %s/%s rejected: %s", *key, message)
+            await self._patch_status(pod, {"phase": "Failed", "reason": reason, "message": message})
+            return
+        await self._start(pod)
+
+    def _admit(self, pod: Obj) -> tuple[str, str] | None:
+        want = pod_requests(pod["spec"])
+        used = Resources(
+            sum(rt.requests.cpu_millis for rt in self.runtimes.values()),
+            sum(rt.requests.memory_bytes for rt in self.runtimes.values()),
+            len(self.runtimes),
+        )
+        for resource, need, have, cap in (
+            ("cpu", want.cpu_millis, used.cpu_millis, self.allocatable.cpu_millis),
+            ("memory", want.memory_bytes, used.memory_bytes, self.allocatable.memory_bytes),
+            ("pods", 1, used.pods, self.allocatable.pods),
+        ):
+            if need + have > cap:
+                return (
+                    f"OutOf{resource}",
+                    f"Pod Node didn't have enough resource: {resource}, requested: {need}, used: {have}, "
+                    f"capacity: {cap}",
+                )
+        if not self.free_ips:
+            return ("OutOfaddresses", f"node {self.name} has no free pod address left")
+        return None
+
+    # -- running containers ------------------------------------------------------------------------------------
+
+    async def _start(self, pod: Obj) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        ip = self.free_ips.pop(0)
+        directory = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        directory.mkdir(parents=True, exist_ok=True)
+        rt = PodRuntime(
+            namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], ip=ip,
+            requests=pod_requests(spec), restart_policy=spec.get("restartPolicy", "Always"), directory=directory,
+        )  # fmt: skip
+        self.runtimes[rt.key] = rt
+        for c in spec.get("containers", []):
+            rt.containers[c["name"]] = Container(c["name"], c)
+        base_env = await self._base_env(pod, rt)
+        for container in rt.containers.values():
+            env = await self._container_env(pod, container.spec, base_env)
+            await self._spawn(rt, container, env)
+            rt.tasks.append(asyncio.create_task(self._supervise(pod, rt, container, env)))
+            if container.spec.get("readinessProbe"):
+                rt.tasks.append(asyncio.create_task(self._probe_loop(pod, rt, container, env)))
+            else:
+                container.ready = container.proc is not None
+        await self._publish(pod, rt)
+
+    async def _spawn(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
+        argv = [_expand(a, env) for a in (container.spec.get("command") or []) + (container.spec.get("args") or [])]
+        if not container.spec.get("command"):
+            container.waiting_reason = "CreateContainerError"
+            container.waiting_message = "devcluster runs containers as local processes and needs a `command`"
+            return
+        executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+        log_file = (rt.directory / f"{container.name}.log").open("ab")
+        try:
+            container.proc = await asyncio.create_subprocess_exec(
+                executable, *argv[1:], env=env, cwd=rt.directory, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        except OSError as exc:
+            container.waiting_reason = "RunContainerError"
+            container.waiting_message = f"cannot start {argv[0]!r}: {exc}"
+            return
+        finally:
+            log_file.close()
+        container.started_at, container.exit_code, container.waiting_reason = now(), None, ""
+        container.ready = False
+
+    async def _supervise(self, pod: Obj, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
+        while container.proc is not None:
+            code = await container.proc.wait()
+            container.exit_code, container.finished_at, container.ready = code, now(), False
+            if rt.stopping:
+                return
+            restart = rt.restart_policy == "Always" or (rt.restart_policy == "OnFailure" and code != 0)
+            await self._publish(pod, rt)
+            if not restart:
+                return
+            container.waiting_reason = "CrashLoopBackOff"
+            await asyncio.sleep(min(30.0, 0.5 * 2**container.restarts))
+            if rt.stopping:
+                return
+            container.restarts += 1
+            await self._spawn(rt, container, env)
+            await self._publish(pod, rt)
+
+    async def _probe_loop(self, pod: Obj, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
+        probe: Obj = container.spec["readinessProbe"]
+        period_ms = (pod["metadata"].get("annotations") or {}).get(PROBE_PERIOD_ANNOTATION)
+        period = int(period_ms) / 1000 if period_ms else float(probe.get("periodSeconds", 10))
+        success_needed = int(probe.get("successThreshold", 1))
+        failure_needed = int(probe.get("failureThreshold", 3))
+        await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        successes = failures = 0
+        while not rt.stopping:
+            ok = container.proc is not None and container.exit_code is None and await self._probe(rt, container, env)
+            if ok:
+                successes, failures = successes + 1, 0
+            else:
+                successes, failures = 0, failures + 1
+            ready = container.ready
+            if ok and successes >= success_needed:
+                ready = True
+            elif not ok and (failures >= failure_needed or container.exit_code is not None):
+                ready = False
+            if ready != container.ready:
+                container.ready = ready
+                await self._publish(pod, rt)
+            await asyncio.sleep(period)
+
+    async def _probe(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> bool:
+        probe: Obj = container.spec["readinessProbe"]
+        timeout = float(probe.get("timeoutSeconds", 1))
+        try:
+            if "httpGet" in probe:
+                http = probe["httpGet"]
+                host = http.get("host") or rt.ip
+                port = _port(http.get("port"), container.spec)
+                scheme = http.get("scheme", "HTTP").lower()
+                headers = {h["name"]: h["value"] for h in http.get("httpHeaders") or []}
+                assert self._http is not None
+                async with self._http.get(
+                    f"{scheme}://{host}:{port}{http.get('path', '/')}",
+                    headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), ssl=False, allow_redirects=False,
+                ) as response:  # fmt: skip
+                    return 200 <= response.status < 400
+            if "tcpSocket" in probe:
+                port = _port(probe["tcpSocket"].get("port"), container.spec)
+                async with asyncio.timeout(timeout):
+                    _, writer = await asyncio.open_connection(probe["tcpSocket"].get("host") or rt.ip, port)
+                writer.close()
+                return True
+            if "exec" in probe:
+                proc = await asyncio.create_subprocess_exec(
+                    *probe["exec"]["command"], env=env, cwd=rt.directory,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await proc.wait() == 0
+                except TimeoutError:
+                    proc.kill()
+                    return False
+        except (OSError, aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        return False
+
+    async def _stop(self, rt: PodRuntime, grace: float) -> None:
+        """SIGTERM every container, SIGKILL after ``grace`` seconds, release the address."""
+        rt.stopping = True
+        procs = [c.proc for c in rt.containers.values() if c.proc is not None and c.proc.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        for task in rt.tasks:
+            task.cancel()
+        self.runtimes.pop(rt.key, None)
+        self.free_ips.append(rt.ip)
+
+    # -- status ------------------------------------------------------------------------------------------------
+
+    async def _publish(self, pod: Obj, rt: PodRuntime) -> None:
+        """Write the pod status derived from the runtime state (idempotent, serialized per pod)."""
+        async with rt.lock:
+            if rt.stopping:
+                return
+            statuses = []
+            for c in rt.containers.values():
+                state: Obj
+                if c.proc is not None and c.exit_code is None:
+                    state = {"running": {"startedAt": c.started_at}}
+                elif c.exit_code is not None and c.waiting_reason != "CrashLoopBackOff":
+                    state = {"terminated": {"exitCode": c.exit_code, "reason": "Completed" if c.exit_code == 0
+                             else "Error", "startedAt": c.started_at, "finishedAt": c.finished_at}}  # fmt: skip
+                else:
+                    state = {"waiting": {"reason": c.waiting_reason, "message": c.waiting_message}}
+                statuses.append({
+                    "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
+                    "containerID": f"process://{c.proc.pid}" if c.proc else "", "ready": c.ready,
+                    "started": c.proc is not None and c.exit_code is None, "restartCount": c.restarts, "state": state,
+                })  # fmt: skip
+            all_ready = all(c.ready for c in rt.containers.values())
+            all_done = all(c.exit_code is not None and c.waiting_reason != "CrashLoopBackOff"
+                           for c in rt.containers.values())  # fmt: skip
+            phase = "Running"
+            if all_done and rt.restart_policy != "Always":
+                failed = any(c.exit_code != 0 for c in rt.containers.values())
+                phase = "Failed" if failed else "Succeeded"
+            elif any(c.proc is None for c in rt.containers.values()):
+                phase = "Pending"
+            conditions = []
+            for kind, value in (("Initialized", True), ("Ready", all_ready), ("ContainersReady", all_ready),
+                                ("PodScheduled", True)):  # fmt: skip
+                text = "True" if value else "False"
+                previous = rt.transitions.get(kind)
+                if previous is None or previous[0] != text:
+                    rt.transitions[kind] = (text, now())
+                conditions.append({"type": kind, "status": text, "lastTransitionTime": rt.transitions[kind][1]})
+            status = {
+                "phase": phase, "hostIP": self.node_ip, "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
+                "startTime": rt.start_time, "conditions": conditions, "containerStatuses": statuses,
+            }  # fmt: skip
+            with contextlib.suppress(NotFound):
+                await self._patch_status(pod, status)
+
+    async def _patch_status(self, pod: Obj, status: Obj) -> None:
+        meta = pod["metadata"]
+        await self.client.patch(r.PODS, meta["name"], {"metadata": {"uid": meta["uid"]}, "status": status},
+                                meta["namespace"], subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
+
+    # -- environment -------------------------------------------------------------------------------------------
+
+    async def _base_env(self, pod: Obj, rt: PodRuntime) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR")}
+        env.pop("KUBECONFIG", None)
+        env.update({"POD_IP": rt.ip, "HOSTNAME": pod["metadata"]["name"]})
+        kubeconfig = await self._service_account_kubeconfig(pod, rt)
+        if kubeconfig:
+            env["KUBECONFIG"] = kubeconfig
+        return env
+
+    async def _container_env(self, pod: Obj, container: Obj, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        ports = container.get("ports") or []
+        if ports:
+            env["PORT"] = str(ports[0]["containerPort"])
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            for ref_key, resource in (("configMapRef", r.CONFIGMAPS), ("secretRef", r.SECRETS)):
+                if ref_key in source:
+                    ref = source[ref_key]
+                    data = await self._data(resource, ref["name"], pod, bool(ref.get("optional")))
+                    env.update({prefix + k: v for k, v in data.items()})
+        for var in container.get("env") or []:
+            value = await self._env_value(pod, var, env)
+            if value is not None:
+                env[var["name"]] = value
+        return env
+
+    async def _env_value(self, pod: Obj, var: Obj, env: Mapping[str, str]) -> str | None:
+        if "value" in var:
+            return _expand(str(var["value"]), env)
+        source = var.get("valueFrom") or {}
+        if "fieldRef" in source:
+            return _field(pod, source["fieldRef"]["fieldPath"], self.runtimes[key_of(pod)].ip, self.node_ip)
+        for ref_key, resource in (("configMapKeyRef", r.CONFIGMAPS), ("secretKeyRef", r.SECRETS)):
+            if ref_key in source:
+                ref = source[ref_key]
+                data = await self._data(resource, ref["name"], pod, bool(ref.get("optional")))
+                return data.get(ref["key"])
+        if "resourceFieldRef" in source:
+            return "0"
+        return ""
+
+    async def _data(self, resource: r.Resource, name: str, pod: Obj, optional: bool) -> dict[str, str]:
+        try:
+            obj = await self.client.get(resource, name, pod["metadata"]["namespace"])
+        except NotFound:
+            if optional:
+                return {}
+            raise
+        data: dict[str, str] = dict(obj.get("data") or {})
+        if resource is r.SECRETS:
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return data
+
+    async def _service_account_kubeconfig(self, pod: Obj, rt: PodRuntime) -> str | None:
+        """A kubeconfig holding the pod's service-account token (the kubelet would mount it as files)."""
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        mounts = [m for c in pod["spec"].get("containers", []) for m in c.get("volumeMounts") or []]
+        mount = next((m for m in mounts if m.get("mountPath") == SA_MOUNT), None)
+        if mount is None or mount["name"] not in volumes:
+            return None
+        volume = volumes[mount["name"]]
+        namespace = pod["metadata"]["namespace"]
+        token: str | None = None
+        if "secret" in volume:
+            secret = await self.client.get(r.SECRETS, volume["secret"]["secretName"], namespace)
+            token = base64.b64decode(secret["data"]["token"]).decode()
+        else:
+            sa = pod["spec"].get("serviceAccountName", "default")
+            request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": []}}
+            result = await self.client.request("POST", r.SERVICEACCOUNTS.path(namespace, sa, "token"), body=request)
+            token = result["status"]["token"]
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "c", "cluster": {"server": self.server, "certificate-authority-data": self.ca_data}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+        }  # fmt: skip
+        path = rt.directory / "serviceaccount.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return str(path)
+
+    # -- main --------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._http = aiohttp.ClientSession()
+        try:
+            await self.register()
+            heartbeat = asyncio.create_task(self.heartbeat(), name="heartbeat")
+            watch = self.pods.start()
+            log.info("node %s (zone %s, pods at %s.x) is up", self.name, self.zone, self.ip_prefix)
+            done, _ = await asyncio.wait([heartbeat, watch], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            await self._http.close()
+
+
+def _port(value: Any, container: Obj) -> int:
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    for port in container.get("ports") or []:
+        if port.get("name") == value:
+            return int(port["containerPort"])
+    raise ValueError(f"unknown named port {value!r}")
+
+
+_FIELD_LABEL = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+
+
+def _field(pod: Obj, path: str, pod_ip: str, node_ip: str) -> str:
+    meta, spec = pod["metadata"], pod["spec"]
+    simple = {
+        "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
+        "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": node_ip,
+    }  # fmt: skip
+    if path in simple:
+        return str(simple[path])
+    match = _FIELD_LABEL.fullmatch(path)
+    if match:
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    raise ValueError(f"unsupported fieldRef {path!r}")
+
+
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in env values, command and args."""
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="devcluster simulated kubelet (one node)")
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--zone", required=True)
+    parser.add_argument("--ip-prefix", required=True)
+    parser.add_argument("--cpu", default="4")
+    parser.add_argument("--memory", default="8Gi")
+    parser.add_argument("--pods", default="110")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kubeconfig = Path(os.environ["KUBECONFIG"])
+    raw = yaml.safe_load(kubeconfig.read_text())
+    cluster = raw["clusters"][0]["cluster"]
+
+    async def run() -> None:
+        async with await KubeClient.from_environment(user_agent=f"nodesim/{args.node}") as client:
+            await NodeSim(client, args, cluster["server"], cluster["certificate-authority-data"]).run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The sample app: a tiny HTTP server that says which pod and node answered.
+
+Standard library only, so it starts in tens of milliseconds. Settings from the environment:
+``PORT`` (8080), ``POD_IP`` (the address to bind; 0.0.0.0 when unset), ``STARTUP_DELAY`` seconds before it
+listens (a slow cold start), ``POD_NAME``/``NODE_NAME``/``POD_NAMESPACE`` (downward API) to report.
+
+Endpoints: ``GET /`` answers JSON (pod, node, requests, in-flight, max in-flight); ``?sleep=S`` holds the request
+S seconds (concurrency tests); ``POST /upload`` streams the body and answers its size and sha256;
+``GET /stats`` the counters; ``GET /healthz`` 200 (503 after ``POST /admin/unready``, until
+``POST /admin/ready``: lets tests prove readiness probes are really executed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {"requests": self.requests, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+
+
+STATS = Stats()
+HEALTHY = threading.Event()
+HEALTHY.set()
+IDENTITY = {
+    "pod": os.environ.get("POD_NAME", os.environ.get("HOSTNAME", "")),
+    "node": os.environ.get("NODE_NAME", ""),
+    "namespace": os.environ.get("POD_NAMESPACE", ""),
+    "ip": os.environ.get("POD_IP", ""),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "localsched-sampleapp/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/healthz":
+            healthy = HEALTHY.is_set()
+            self._json(200 if healthy else 503, {"ok": healthy})
+            return
+        if url.path == "/stats":
+            self._json(200, {**IDENTITY, **STATS.snapshot()})
+            return
+        STATS.enter()
+        try:
+            delay = float(parse_qs(url.query).get("sleep", ["0"])[0])
+            if delay > 0:
+                time.sleep(min(delay, 60.0))
+            headers = {k: v for k, v in self.headers.items() if k.lower().startswith(("k-", "knative-", "x-"))}
+            self._json(200, {**IDENTITY, **STATS.snapshot(), "path": url.path, "headers": headers})
+        finally:
+            STATS.leave()
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path in ("/admin/ready", "/admin/unready"):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            (HEALTHY.set if path == "/admin/ready" else HEALTHY.clear)()
+            self._json(200, {"ok": HEALTHY.is_set()})
+            return
+        STATS.enter()
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            remaining = int(self.headers.get("Content-Length") or 0)
+            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+            if chunked:
+                while True:
+                    line = self.rfile.readline().strip()
+                    length = int(line.split(b";")[0], 16)
+                    if length == 0:
+                        self.rfile.readline()
+                        break
+                    chunk = self.rfile.read(length)
+                    self.rfile.readline()
+                    digest.update(chunk)
+                    size += len(chunk)
+            else:
+                while remaining > 0:
+                    chunk = self.rfile.read(min(65536, remaining))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    size += len(chunk)
+                    remaining -= len(chunk)
+            self._json(200, {**IDENTITY, "bytes": size, "sha256": digest.hexdigest()})
+        finally:
+            STATS.leave()
+
+
+def main() -> None:
+    delay = float(os.environ.get("STARTUP_DELAY", "0"))
+    if delay > 0:
+        time.sleep(delay)
+    server = ThreadingHTTPServer((os.environ.get("POD_IP", "0.0.0.0"), int(os.environ.get("PORT", "8080"))), Handler)
+    server.daemon_threads = True
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"sampleapp listening on {server.server_address}", file=sys.stderr, flush=True)
+    server.serve_forever(poll_interval=0.2)
+
+
+if __name__ == "__main__":
+    main()
