@@ -1,0 +1,75 @@
+"""One devcluster per test session; each test gets its own namespace.
+
+Set ``LOCALSCHED_TEST_KUBECONFIG`` to run the suite against another cluster (a kind cluster, say) instead; the
+tests that need devcluster's node controls (kill, hang) are skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from devcluster import controlplane
+from devcluster.controlplane import ClusterSpec
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+from tests.integration.kit import Cluster, watching
+
+TEST_PORT_BASE = int(os.environ.get("LOCALSCHED_TEST_PORT_BASE", "27000"))
+TEST_IP_BASE = os.environ.get("LOCALSCHED_TEST_IP_BASE", "127.30")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    external = os.environ.get("LOCALSCHED_TEST_KUBECONFIG")
+    if external:
+        yield Cluster(kubeconfig=external, state_dir=None)
+        return
+    state_dir = Path(tmp_path_factory.mktemp("devcluster"))
+    spec = ClusterSpec(state_dir=state_dir, nodes=3, port_base=TEST_PORT_BASE, ip_base=TEST_IP_BASE)
+    try:
+        controlplane.up(spec)
+        yield Cluster(kubeconfig=str(spec.kubeconfig), state_dir=state_dir)
+    finally:
+        leftover = controlplane.down(state_dir, quiet=True)
+        assert not leftover, f"devcluster down left processes behind: {leftover}"
+
+
+@pytest.fixture
+def devcluster(cluster: Cluster) -> Path:
+    """The devcluster's state dir, for tests that kill or hang nodes; skipped on an external cluster."""
+    if cluster.state_dir is None:
+        pytest.skip("needs devcluster's node controls")
+    return cluster.state_dir
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
+    async with await KubeClient.from_environment(cluster.kubeconfig, user_agent="localsched-tests") as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client for talking to pods and activators on loopback addresses."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), trust_env=False) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(kube: KubeClient, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh namespace whose default service account has its token (pods can be admitted)."""
+    name = f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    await kube.create(r.NAMESPACES, {"metadata": {"name": name, "labels": {"localsched.dev/test": "true"}}})
+    async with watching(kube, r.SERVICEACCOUNTS, name) as accounts:
+        await accounts.wait_for(
+            lambda c: (sa := c.get("default", name)) is not None and bool(sa.get("secrets")), timeout=30
+        )
+    yield name
+    await kube.delete(r.NAMESPACES, name)
