@@ -6,6 +6,7 @@ tests that need devcluster's node controls (kill, hang) are skipped there.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,12 +34,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return
     state_dir = Path(tmp_path_factory.mktemp("devcluster"))
     spec = ClusterSpec(state_dir=state_dir, nodes=3, port_base=TEST_PORT_BASE, ip_base=TEST_IP_BASE)
-    try:
-        controlplane.up(spec)
-        yield Cluster(kubeconfig=str(spec.kubeconfig), state_dir=state_dir)
-    finally:
-        leftover = controlplane.down(state_dir, quiet=True)
-        assert not leftover, f"devcluster down left processes behind: {leftover}"
+    # One test devcluster on this machine at a time: concurrent sessions wait here for the previous one.
+    with open("/tmp/localsched-test-devcluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            controlplane.up(spec)
+            yield Cluster(kubeconfig=str(spec.kubeconfig), state_dir=state_dir)
+        finally:
+            leftover = controlplane.down(state_dir, quiet=True)
+            assert not leftover, f"devcluster down left processes behind: {leftover}"
 
 
 @pytest.fixture
