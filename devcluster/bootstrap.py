@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from devcluster.applying import apply, load_yaml
+from devcluster.applying import apply, load_yaml, project_objects
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 
@@ -23,9 +23,13 @@ async def bootstrap() -> None:
             crd = await client.get(r.CRDS, "revisions.serving.knative.dev")
             conditions = crd.get("status", {}).get("conditions", [])
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                return
+                break
             await asyncio.sleep(0.1)
-        raise RuntimeError("the Revision CRD was not Established within 30s")
+        else:
+            raise RuntimeError("the Revision CRD was not Established within 30s")
+        # localsched itself, as a user would install it: the CRDs, then the kustomize base.
+        for obj in project_objects():
+            await apply(client, obj)
 
 
 def main() -> None:

@@ -59,3 +59,12 @@ def endpointslices(version: str) -> Resource:
     if version not in ENDPOINTSLICE_VERSIONS:
         raise ValueError(f"unknown discovery.k8s.io version {version!r}; expected one of {ENDPOINTSLICE_VERSIONS}")
     return Resource("discovery.k8s.io", version, "endpointslices", "EndpointSlice")
+
+
+CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
+CLUSTERROLEBINDINGS = Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
+)
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+PDBS_V1BETA1 = Resource("policy", "v1beta1", "poddisruptionbudgets", "PodDisruptionBudget")

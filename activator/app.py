@@ -1,0 +1,153 @@
+"""The activator's aiohttp applications and process lifecycle.
+
+``create_app`` builds the proxy (port 8012): its ``cleanup_ctx`` owns the Kubernetes client, the one upstream
+ClientSession, the watch caches and every background task. ``create_admin_app`` serves /metrics, /healthz and
+/readyz (port 9090). ``serve`` runs both and drains on SIGTERM: readiness fails first, the proxy keeps serving for
+``drain_seconds`` so routing moves away, then stops listening and gives in-flight and queued requests up to
+``shutdown_timeout_seconds``. (``web.run_app`` stops listening before any shutdown hook runs, so it cannot drain.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from activator.coldstart import ColdStarts
+from activator.forwarding import Forwarder, new_session
+from activator.metrics import Metrics, ThrottlerCollector
+from activator.proxying import Proxy
+from activator.scaling import StandardPath
+from activator.settings import Settings
+from activator.tracking import Tracker
+from localsched.kube.client import KubeClient
+from localsched.tasks import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    kube: KubeClient
+    session: aiohttp.ClientSession
+    tracker: Tracker
+    cold_starts: ColdStarts
+    proxy: Proxy
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    draining: bool = False
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self.supervisor.healthy:
+            return False, f"background task failed: {self.supervisor.failed}"
+        if not self.tracker.synced():
+            return False, "watch caches not synced yet"
+        return True, "ready"
+
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics = app[SETTINGS], app[METRICS]
+    kube = await KubeClient.from_environment(settings.kubeconfig, user_agent=f"activator/{settings.identity.node_name}")
+    session = new_session(connect_timeout=settings.forwarding.connect_timeout_seconds)
+    try:
+        slice_resource = await kube.endpointslice_resource()
+        cold_starts = ColdStarts(StandardPath(kube), metrics, timeout=settings.throttling.activation_timeout_seconds)
+        tracker = Tracker(kube, slice_resource, queue_limit=settings.throttling.queue_limit, metrics=metrics,
+                          on_no_capacity=cold_starts.trigger)  # fmt: skip
+        cold_starts.tracker = tracker
+        forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
+        runtime = Runtime(kube, session, tracker, cold_starts, Proxy(settings, tracker, forwarder, metrics))
+        collector = ThrottlerCollector(tracker.throttlers.items)
+        app[REGISTRY].register(collector)
+        for cache in tracker.caches:
+            runtime.supervisor.start(f"watch:{cache.name}", cache.run())
+        app[RUNTIME] = runtime
+        yield
+        app[REGISTRY].unregister(collector)
+        await cold_starts.close()
+        await runtime.supervisor.stop()
+    finally:
+        await session.close()
+        await kube.close()
+
+
+async def _proxy_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[RUNTIME].proxy.handle(request)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
+    # client_max_size only limits bodies read whole; the proxy streams, so uploads of any size pass through.
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[METRICS] = Metrics.create(app[REGISTRY])
+    app.cleanup_ctx.append(_runtime)
+    app.router.add_route("*", "/{tail:.*}", _proxy_handler)
+    return app
+
+
+def create_admin_app(proxy_app: web.Application) -> web.Application:
+    admin = web.Application()
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(proxy_app[REGISTRY])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        runtime = proxy_app.get(RUNTIME)
+        if runtime is not None and not runtime.supervisor.healthy:
+            return web.Response(status=500, text=f"unhealthy: {runtime.supervisor.failed}\n")
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        runtime = proxy_app.get(RUNTIME)
+        ready, why = runtime.readiness() if runtime is not None else (False, "starting")
+        return web.Response(status=200 if ready else 503, text=why + "\n")
+
+    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    return admin
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    admin = create_admin_app(app)
+    server = settings.server
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout_seconds,
+                           access_log=None)  # fmt: skip
+    admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
+    await runner.setup()
+    await admin_runner.setup()
+    await web.TCPSite(runner, server.bind_address, server.port, backlog=1024).start()
+    await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
+    log.info("activator on node %s listening on %s:%d (admin :%d)", settings.identity.node_name,
+             server.bind_address, server.port, server.admin_port)  # fmt: skip
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    runtime = app[RUNTIME]
+    runtime.draining = True
+    queued = sum(t.queue_depth + t.in_flight for _, t in runtime.tracker.throttlers.items())
+    log.info("draining: unready now, serving %.1fs more (%d requests in the house)", server.drain_seconds, queued)
+    await asyncio.sleep(server.drain_seconds)
+    await runner.cleanup()  # stop listening; wait for in-flight and queued requests; then close the runtime
+    await admin_runner.cleanup()
+    log.info("activator stopped")

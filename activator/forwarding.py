@@ -1,0 +1,61 @@
+"""Forwarding one request to one endpoint: bodies streamed both ways, never buffered whole.
+
+One shared ClientSession (owned by the app) carries every request. Redirects are passed back, not followed;
+bodies are passed through untouched (no decompression). Connect failures surface as aiohttp's own exceptions so
+the retry decision (``retrying.retry_reason``) can tell "never reached the pod" from "may have been delivered".
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from activator.routing import forward_headers, response_headers
+from activator.throttling import Endpoint
+
+CHUNK = 64 * 1024
+
+
+def new_session(*, connect_timeout: float, limit_per_host: int = 0) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        trust_env=False,
+        skip_auto_headers=("User-Agent", "Content-Type"),
+    )
+
+
+class UpstreamFailed(Exception):
+    """The pod failed after the response had started: nothing more can be said to the client."""
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout: float) -> None:
+        self.session = session
+        self.connect_timeout = connect_timeout
+
+    async def forward(self, request: web.Request, endpoint: Endpoint, *, timeout: float) -> web.StreamResponse:
+        """Send ``request`` to ``endpoint`` and stream the answer back; ``timeout`` bounds the whole exchange."""
+        url = f"{endpoint.url}{request.rel_url}"
+        headers = forward_headers(request.headers, client_ip=request.remote)
+        body = request.content if request.body_exists else None
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=self.connect_timeout, sock_connect=self.connect_timeout
+        )
+        async with self.session.request(
+            request.method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                          headers=response_headers(upstream.headers))  # fmt: skip
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamFailed(f"{endpoint.url} failed mid-response: {exc!r}") from exc
+            await response.write_eof()
+            return response

@@ -1,0 +1,145 @@
+"""The request path: identify the revision, wait for capacity, forward, retry on dead endpoints, answer.
+
+Every refusal is a Knative status code with a short body saying what happened and what to do, and is counted:
+unknown revision 404, malformed routing headers 400, queue full or activation timeout 503 with Retry-After,
+upstream error 502, request timeout 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from tenacity import RetryCallState
+
+from activator.forwarding import Forwarder, UpstreamFailed
+from activator.metrics import Metrics
+from activator.retrying import RetryPolicy, retry_reason, retrying
+from activator.routing import PROBE_VALUE, BadRevisionHeaders, identify, is_probe
+from activator.settings import Settings
+from activator.throttling import ActivationTimeout, Endpoint, QueueFull
+from activator.tracking import Tracker
+from localsched.knative import KnativeValueError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str  # metric label
+    message: str
+    retry_after: int | None = None
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return web.Response(status=self.status, text=self.message + "\n", headers=headers)
+
+
+def code_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class Proxy:
+    def __init__(self, settings: Settings, tracker: Tracker, forwarder: Forwarder, metrics: Metrics) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.forwarder = forwarder
+        self.metrics = metrics
+        self.policy = RetryPolicy(
+            max_attempts=settings.forwarding.max_attempts, suspect_seconds=settings.forwarding.suspect_seconds
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if is_probe(request.headers):
+            return web.Response(text=PROBE_VALUE)
+        try:
+            ref = identify(request.headers, request.host, self.settings.cluster_domain)
+        except BadRevisionHeaders as exc:
+            return self._refuse("", "", Refusal(400, "bad_headers", f"bad routing headers: {exc}"))
+        if ref is None:
+            return self._refuse("", "", Refusal(404, "no_revision", (
+                "no revision named: send Knative-Serving-Namespace and Knative-Serving-Revision headers, "
+                "or Host: {revision}.{namespace}.svc")))  # fmt: skip
+        try:
+            revision = self.tracker.revision(ref.key)
+        except KnativeValueError as exc:
+            return self._refuse(ref.namespace, ref.name, Refusal(500, "invalid_revision", (
+                f"revision {ref.key} has an invalid spec ({exc}); fix the revision")))  # fmt: skip
+        if revision is None:
+            return self._refuse(ref.namespace, ref.name, Refusal(404, "unknown_revision", (
+                f"revision {ref.key} not found; check the namespace and revision names")))  # fmt: skip
+
+        started = time.monotonic()
+        labels = (ref.namespace, ref.name)
+        status = 500
+        try:
+            response = await self._proxy(request, ref.key, float(revision.timeout_seconds))
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.metrics.requests.labels(*labels, code_class(status)).inc()
+            self.metrics.request_duration.labels(*labels).observe(time.monotonic() - started)
+
+    async def _proxy(self, request: web.Request, key: str, timeout: float) -> web.StreamResponse:
+        namespace, _, name = key.partition("/")
+        throttler = self.tracker.throttler(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        tried: set[Endpoint] = set()
+        throttling = self.settings.throttling
+
+        def count_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            reason = retry_reason(exc) if exc else None
+            self.metrics.forward_retries.labels(str(reason)).inc()
+
+        response: web.StreamResponse | None = None
+        try:
+            async for attempt in retrying(self.policy, before_retry=count_retry):
+                with attempt:
+                    wait = min(throttling.activation_timeout_seconds, max(0.0, deadline - loop.time()))
+                    async with throttler.acquire(wait, exclude=frozenset(tried)) as endpoint:
+                        tried.add(endpoint)
+                        try:
+                            response = await self.forwarder.forward(request, endpoint, timeout=deadline - loop.time())
+                        except aiohttp.ClientError as exc:
+                            if retry_reason(exc) is not None:
+                                throttler.mark_suspect(endpoint, self.policy.suspect_seconds)
+                            raise
+        except QueueFull as exc:
+            return self._refuse(namespace, name, Refusal(503, "queue_full", (
+                f"revision {key} has {throttling.queue_limit} requests queued already ({exc}); retry later"),
+                retry_after=throttling.retry_after_seconds))  # fmt: skip
+        except ActivationTimeout as exc:
+            if loop.time() >= deadline:
+                return self._refuse(namespace, name, Refusal(504, "request_timeout", (
+                    f"revision {key} did not answer within its timeout of {timeout:.0f}s ({exc})")))  # fmt: skip
+            return self._refuse(namespace, name, Refusal(503, "activation_timeout", (
+                f"revision {key} had no capacity within {throttling.activation_timeout_seconds:.0f}s ({exc}); "
+                "retry later"), retry_after=throttling.retry_after_seconds))  # fmt: skip
+        except UpstreamFailed:
+            raise  # the response had started: the connection is cut, nothing more can be said
+        except TimeoutError:
+            return self._refuse(namespace, name, Refusal(504, "request_timeout", (
+                f"revision {key} did not answer within its timeout of {timeout:.0f}s")))  # fmt: skip
+        except aiohttp.ClientError as exc:
+            reason = "connect_failed" if retry_reason(exc) else "upstream_error"
+            detail = f"tried {len(tried)} endpoint(s)" if reason == "connect_failed" else type(exc).__name__
+            return self._refuse(namespace, name, Refusal(502, reason, (
+                f"revision {key}: upstream error ({detail}: {exc})")))  # fmt: skip
+        assert response is not None
+        return response
+
+    def _refuse(self, namespace: str, name: str, refusal: Refusal) -> web.Response:
+        self.metrics.refusals.labels(namespace, name, refusal.reason).inc()
+        if refusal.status >= 500:
+            log.info("refused %s/%s: %d %s", namespace, name, refusal.status, refusal.message)
+        return refusal.response()

@@ -1,0 +1,54 @@
+"""Cold starts on the standard path: ask for a replica by scaling the revision's Deployment from 0 to 1.
+
+This is what Knative's autoscaler does when the activator reports demand for a revision at zero; the
+deployment and replicaset controllers, kube-scheduler and the kubelet do the rest. Local scheduling (next to
+this module) replaces it with a pod the activator writes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from localsched.knative import Revision
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+from localsched.kube.errors import Conflict
+
+log = logging.getLogger(__name__)
+
+
+class ColdStartPath(Protocol):
+    name: str
+
+    async def ensure_capacity(self, revision: Revision) -> None:
+        """Make a replica of ``revision`` come (it is Ready when the tracker sees an endpoint)."""
+
+
+async def scale_from_zero(kube: KubeClient, revision: Revision, *, attempts: int = 10) -> bool:
+    """Replicas 0 → 1 on the Deployment's scale subresource, with the resourceVersion read (optimistic).
+
+    Returns whether this call raised the replicas; False when they were already above zero.
+    """
+    for _ in range(attempts):
+        scale = await kube.get_scale(r.DEPLOYMENTS, revision.deployment_name, revision.namespace)
+        if int(scale.get("spec", {}).get("replicas") or 0) > 0:
+            return False
+        scale["spec"] = {"replicas": 1}
+        try:
+            await kube.replace_scale(r.DEPLOYMENTS, scale)
+        except Conflict:
+            continue  # someone else wrote in between: read again and re-check
+        log.info("revision %s: scaled %s from 0 to 1", revision.key, revision.deployment_name)
+        return True
+    raise Conflict(f"could not scale {revision.deployment_name}: {attempts} conflicting writes in a row")
+
+
+class StandardPath:
+    name = "standard"
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    async def ensure_capacity(self, revision: Revision) -> None:
+        await scale_from_zero(self.kube, revision)

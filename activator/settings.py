@@ -1,0 +1,127 @@
+"""The activator's settings: one frozen, grouped dataclass built once at start-up from flags and env."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from localsched.settings import SettingsError, add, value
+
+
+@dataclass(frozen=True)
+class Identity:
+    node_name: str
+    pod_ip: str
+    pod_name: str
+    pod_namespace: str
+
+
+@dataclass(frozen=True)
+class Server:
+    bind_address: str = "0.0.0.0"
+    port: int = 8012
+    admin_port: int = 9090
+    drain_seconds: float = 5.0  # keep serving after SIGTERM while readiness fails, so routing moves away
+    shutdown_timeout_seconds: float = 45.0  # then in-flight and queued requests get this long to finish
+
+
+@dataclass(frozen=True)
+class Throttling:
+    queue_limit: int = 1000  # queued requests per revision; beyond it, 503 with Retry-After
+    activation_timeout_seconds: float = 120.0  # how long a request may wait for capacity
+    retry_after_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    connect_timeout_seconds: float = 1.0  # what decides that an endpoint is dead (a hung node does not answer)
+    max_attempts: int = 3
+    suspect_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    identity: Identity
+    server: Server
+    throttling: Throttling
+    forwarding: Forwarding
+    cluster_domain: str = "cluster.local"
+    kubeconfig: str | None = None
+    log_level: str = "INFO"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="activator", description="localsched activator: node-local cold-start proxy")
+    for flag, text, default in (
+        ("--node-name", "this node (downward API spec.nodeName; env NODE_NAME also read)", ""),
+        ("--pod-ip", "this pod's IP (env POD_IP also read)", ""),
+        ("--bind-address", "address to listen on", Server.bind_address),
+        ("--port", "proxy port", Server.port),
+        ("--admin-port", "port for /metrics, /healthz, /readyz", Server.admin_port),
+        ("--drain-seconds", "after SIGTERM, keep serving this long while unready", Server.drain_seconds),
+        ("--shutdown-timeout-seconds", "then wait this long for requests", Server.shutdown_timeout_seconds),
+        ("--queue-limit", "queued requests per revision", Throttling.queue_limit),
+        ("--activation-timeout-seconds", "max wait for capacity", Throttling.activation_timeout_seconds),
+        ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
+        ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
+        ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
+        ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
+        ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
+        ("--log-level", "log level", "INFO"),
+    ):
+        add(p, flag, text, default)
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate; raises SettingsError naming the bad key and value."""
+    environ = os.environ if env is None else env
+    args = parser().parse_args(argv)
+
+    def text(flag: str, default: str) -> str:
+        return value(args, flag, default, str, env=environ)
+
+    def whole(flag: str, default: int, low: int, high: int | None = None) -> int:
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        return value(args, flag, default, int, env=environ, expect=f"a whole number {bounds}",
+                     check=lambda x: x >= low and (high is None or x <= high))  # fmt: skip
+
+    def number(flag: str, default: float, *, allow_zero: bool = False) -> float:
+        return value(args, flag, default, float, env=environ, expect="a number >= 0" if allow_zero else "a number > 0",
+                     check=lambda x: x >= 0 if allow_zero else x > 0)  # fmt: skip
+
+    node = text("--node-name", environ.get("NODE_NAME", ""))
+    if not node:
+        raise SettingsError("--node-name / LOCALSCHED_NODE_NAME / NODE_NAME is required (downward API spec.nodeName)")
+    level = text("--log-level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"--log-level={level!r} is invalid: DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        identity=Identity(
+            node_name=node,
+            pod_ip=text("--pod-ip", environ.get("POD_IP", "")),
+            pod_name=environ.get("POD_NAME", ""),
+            pod_namespace=environ.get("POD_NAMESPACE", ""),
+        ),
+        server=Server(
+            bind_address=text("--bind-address", Server.bind_address),
+            port=whole("--port", Server.port, 1, 65535),
+            admin_port=whole("--admin-port", Server.admin_port, 1, 65535),
+            drain_seconds=number("--drain-seconds", Server.drain_seconds, allow_zero=True),
+            shutdown_timeout_seconds=number("--shutdown-timeout-seconds", Server.shutdown_timeout_seconds),
+        ),
+        throttling=Throttling(
+            queue_limit=whole("--queue-limit", Throttling.queue_limit, 1),
+            activation_timeout_seconds=number("--activation-timeout-seconds", Throttling.activation_timeout_seconds),
+        ),
+        forwarding=Forwarding(
+            connect_timeout_seconds=number("--connect-timeout-seconds", Forwarding.connect_timeout_seconds),
+            max_attempts=whole("--max-attempts", Forwarding.max_attempts, 1, 10),
+            suspect_seconds=number("--suspect-seconds", Forwarding.suspect_seconds),
+        ),
+        cluster_domain=text("--cluster-domain", "cluster.local"),
+        kubeconfig=text("--kubeconfig", "") or None,
+        log_level=level,
+    )

@@ -1,0 +1,60 @@
+"""Settings plumbing shared by the daemons: flags override ``LOCALSCHED_*`` env vars, validated fail-fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names the key (flag and env var) and the value."""
+
+
+def env_name(flag: str) -> str:
+    return "LOCALSCHED_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def add(parser: argparse.ArgumentParser, flag: str, help_text: str, default: Any) -> None:
+    """A flag whose default comes from ``LOCALSCHED_<FLAG>`` when set."""
+    parser.add_argument(flag, default=None, help=f"{help_text} (env {env_name(flag)}; default {default!r})")
+
+
+def value(
+    args: argparse.Namespace,
+    flag: str,
+    default: T,
+    convert: Callable[[str], T],
+    *,
+    env: Mapping[str, str] | None = None,
+    check: Callable[[T], bool] | None = None,
+    expect: str = "",
+) -> T:
+    """The flag's value, else the env var's, else ``default``; converted and checked, or SettingsError."""
+    environ = os.environ if env is None else env
+    raw = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    source = flag
+    if raw is None:
+        raw = environ.get(env_name(flag))
+        source = env_name(flag)
+    if raw is None:
+        return default
+    try:
+        result = convert(str(raw))
+    except ValueError as exc:
+        raise SettingsError(f"{source}={raw!r} is invalid: {expect or exc}") from None
+    if check is not None and not check(result):
+        raise SettingsError(f"{source}={raw!r} is invalid: {expect}")
+    return result
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

@@ -1,0 +1,45 @@
+"""Named, guarded background tasks: an unexpected exit is logged and remembered (it fails readiness)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.failed: dict[str, str] = {}  # task name -> why it ended
+
+    def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks[name] = task
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        why = f"{type(exc).__name__}: {exc}" if exc else "returned"
+        self.failed[task.get_name()] = why
+        log.error("background task %s ended unexpectedly (%s)", task.get_name(), why, exc_info=exc)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.failed
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.remove_done_callback(self._ended)
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
