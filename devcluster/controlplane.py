@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -389,6 +390,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, quiet: bool = False) -> list[in
         if not quiet:
             say(f"stopping {name} (pid {info['pid']})")
         stop_group(info["pid"])
+    for node in state.data.get("nodes", {}).values():
+        _blackhole(node["ip_prefix"], add=False)
     leftover = [info["pid"] for info in state.processes.values() if group_members(info["pid"])]
     state.data["processes"] = {}
     state.save()
@@ -408,11 +411,30 @@ def kill_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     state.save()
 
 
+IPTABLES_TAG = "localsched-devcluster-hung-node"
+
+
+def _blackhole(prefix: str, add: bool) -> bool:
+    """Drop packets to a node's address range (a hung machine answers no SYN); False when iptables can't."""
+    iptables = shutil.which("iptables")
+    if iptables is None or os.geteuid() != 0:
+        return False
+    rule = ["OUTPUT", "-d", f"{prefix}.0/24", "-m", "comment", "--comment", IPTABLES_TAG, "-j", "DROP"]
+    if add:
+        return subprocess.run([iptables, "-I", *rule], capture_output=True).returncode == 0
+    while subprocess.run([iptables, "-D", *rule], capture_output=True).returncode == 0:
+        pass
+    return True
+
+
 def hang_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    """A hung node: the simulated kubelet and its pods are SIGSTOPped (alive, unresponsive, no heartbeats)."""
+    """A hung node: the simulated kubelet and its pods are SIGSTOPped (alive, unresponsive, no heartbeats), and
+    packets to its addresses are dropped, so connecting to its pods times out instead of being refused."""
     state = State(state_dir)
     info = _node_process(state, name)
     os.killpg(info["pid"], signal.SIGSTOP)
+    if not _blackhole(state.data["nodes"][name]["ip_prefix"], add=True):
+        say("warning: iptables unavailable (needs root): a hung node's stopped pods still accept connections")
     info["status"] = "hung"
     state.save()
 
@@ -420,6 +442,7 @@ def hang_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
 def resume_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     state = State(state_dir)
     info = _node_process(state, name)
+    _blackhole(state.data["nodes"][name]["ip_prefix"], add=False)
     os.killpg(info["pid"], signal.SIGCONT)
     info["status"] = "running"
     state.save()
@@ -432,6 +455,7 @@ def revive_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     if group_members(info["pid"]):
         stop_group(info["pid"])
     node = NodeSpec(**state.data["nodes"][name])
+    _blackhole(node.ip_prefix, add=False)
     env = dict(os.environ, KUBECONFIG=str(state_dir / "nodesim.kubeconfig"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     start_node(state, node, env, sys.executable)

@@ -57,6 +57,11 @@ IDENTITY = {
 }
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the stdlib default backlog of 5 drops SYNs under any burst
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "localsched-sampleapp/1"
@@ -132,8 +137,7 @@ def main() -> None:
     delay = float(os.environ.get("STARTUP_DELAY", "0"))
     if delay > 0:
         time.sleep(delay)
-    server = ThreadingHTTPServer((os.environ.get("POD_IP", "0.0.0.0"), int(os.environ.get("PORT", "8080"))), Handler)
-    server.daemon_threads = True
+    server = Server((os.environ.get("POD_IP", "0.0.0.0"), int(os.environ.get("PORT", "8080"))), Handler)
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

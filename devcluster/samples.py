@@ -18,6 +18,7 @@ def sample_revision(
     cpu: str = "100m",
     memory: str = "64Mi",
     pod_spec_extra: dict[str, Any] | None = None,
+    timeout_seconds: int = 300,
 ) -> dict[str, Any]:
     """A ``serving.knative.dev/v1`` Revision running the sample app."""
     container: dict[str, Any] = {
@@ -36,7 +37,7 @@ def sample_revision(
     }
     spec: dict[str, Any] = {
         "containerConcurrency": container_concurrency,
-        "timeoutSeconds": 300,
+        "timeoutSeconds": timeout_seconds,
         "containers": [container],
         **(pod_spec_extra or {}),
     }

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from localsched.kube import resources as rs
 from localsched.kube.client import KubeClient
 from localsched.kube.resources import Resource
 from localsched.kube.watching import WatchCache
@@ -71,3 +76,54 @@ def process_alive(pid: int) -> bool:
 def container_pid(pod: Obj) -> int:
     status = pod["status"]["containerStatuses"][0]
     return int(status["containerID"].removeprefix("process://"))
+
+
+async def poll_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``check`` (an HTTP endpoint, say) until it returns something truthy; AssertionError after ``timeout``.
+
+    For state with no watch to wait on. A deadline bounds it; the interval only paces the polling.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)  # paces a deadline-bounded poll, not synchronisation; noqa: sleep-ok
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``, from a Prometheus text exposition."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def service_account_kubeconfig(cluster_kubeconfig: str, token: str, path: Path) -> Path:
+    base = yaml.safe_load(Path(cluster_kubeconfig).read_text())
+    config = {**base, "users": [{"name": "sa", "user": {"token": token}}],
+              "contexts": [{"name": "sa", "context": {"cluster": base["clusters"][0]["name"], "user": "sa"}}],
+              "current-context": "sa"}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def create_revision(kube: KubeClient, revision: Obj) -> None:
+    """Create a Revision and wait for the Knative stand-in's Deployment."""
+    meta = revision["metadata"]
+    await kube.create(rs.REVISIONS, revision, meta["namespace"])
+    async with watching(kube, rs.DEPLOYMENTS, meta["namespace"]) as deployments:
+        await wait_for(deployments, lambda c: c.get(f"{meta['name']}-deployment", meta["namespace"]))
+
+
+async def scale_ready(kube: KubeClient, namespace: str, revision: str, replicas: int) -> list[Obj]:
+    """Scale a revision's Deployment and wait until exactly ``replicas`` of its pods are Ready."""
+    await kube.patch(rs.DEPLOYMENTS, f"{revision}-deployment", {"spec": {"replicas": replicas}}, namespace)
+    selector = f"serving.knative.dev/revision={revision}"
+    async with watching(kube, rs.PODS, namespace, label_selector=selector) as pods:
+        return await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == replicas and p)

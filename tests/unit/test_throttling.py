@@ -34,7 +34,7 @@ async def eventually(predicate: Callable[[], bool], turns: int = 1000) -> None:
     for _ in range(turns):
         if predicate():
             return
-        await asyncio.sleep(0)  # one turn of the event loop, not a timed wait
+        await asyncio.sleep(0)  # one turn of the event loop, not a timed wait; noqa: sleep-ok
     pytest.fail(f"condition still false after {turns} event loop turns")
 
 
