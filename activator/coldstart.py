@@ -41,6 +41,9 @@ class ColdStarts:
             if revision is None:
                 outcome = "unknown_revision"
                 return
+            if self.tracker.endpoints(key):
+                outcome = "not_needed"  # endpoints exist but are busy or suspect: no replica is missing
+                return
             await self.path.ensure_capacity(revision)
             await self.tracker.wait_for_endpoints(key, self.timeout)
             outcome = "ready"

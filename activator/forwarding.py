@@ -7,24 +7,53 @@ the retry decision (``retrying.retry_reason``) can tell "never reached the pod" 
 
 from __future__ import annotations
 
+import errno
+import socket
+from collections.abc import Callable
+from typing import Any
+
 import aiohttp
 from aiohttp import web
 
+from activator.retrying import NotDelivered
 from activator.routing import forward_headers, response_headers
 from activator.throttling import Endpoint
 
 CHUNK = 64 * 1024
 
 
+def unacked_timeout_socket(timeout: float) -> Callable[[Any], socket.socket]:
+    """A socket factory setting TCP_USER_TIMEOUT: a peer that stops acknowledging is cut off after ``timeout``."""
+
+    def create(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family, type_, proto)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
+        return sock
+
+    return create
+
+
 def new_session(*, connect_timeout: float, limit_per_host: int = 0) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=limit_per_host, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=limit_per_host,
+        enable_cleanup_closed=True,
+        socket_factory=unacked_timeout_socket(connect_timeout),
+    )
+    session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         trust_env=False,
         skip_auto_headers=("User-Agent", "Content-Type"),
     )
+    # aiohttp silently resends an idempotent request once when a reused connection fails, even if the pod may
+    # have received it (RFC 9112 allows that); our contract is stricter: never replay what may have been
+    # delivered. There is no public switch, hence the private attribute (pinned by a unit test).
+    session._retry_connection = False
+    return session
 
 
 class UpstreamFailed(Exception):
@@ -44,9 +73,16 @@ class Forwarder:
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, connect=self.connect_timeout, sock_connect=self.connect_timeout
         )
-        async with self.session.request(
-            request.method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
-        ) as upstream:
+        try:
+            upstream = await self.session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
+            )
+        except aiohttp.ClientOSError as exc:
+            unacknowledged = exc.errno == errno.ETIMEDOUT and not isinstance(exc, aiohttp.ClientConnectorError)
+            if unacknowledged and body is None:
+                raise NotDelivered(f"{endpoint.url} never acknowledged the request ({exc})") from exc
+            raise
+        async with upstream:  # releases the connection
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                           headers=response_headers(upstream.headers))  # fmt: skip
             if upstream.content_length is not None:

@@ -106,7 +106,9 @@ class Proxy:
             async for attempt in retrying(self.policy, before_retry=count_retry):
                 with attempt:
                     wait = min(throttling.activation_timeout_seconds, max(0.0, deadline - loop.time()))
-                    async with throttler.acquire(wait, exclude=frozenset(tried)) as endpoint:
+                    # Another endpoint when there is one; else the same one, once it is no longer suspect.
+                    others = bool(set(throttler.endpoints) - tried)
+                    async with throttler.acquire(wait, exclude=frozenset(tried) if others else frozenset()) as endpoint:
                         tried.add(endpoint)
                         try:
                             response = await self.forwarder.forward(request, endpoint, timeout=deadline - loop.time())

@@ -39,6 +39,17 @@ class RetryReason(enum.StrEnum):
     CONNECT_RESET = "connect_reset"  # ECONNRESET / ECONNABORTED during the handshake
     CONNECT_FAILED = "connect_failed"  # any other error while connecting (e.g. EADDRNOTAVAIL), still pre-request
     RESOLVE_FAILED = "resolve_failed"  # the endpoint's host name did not resolve (endpoints are IPs: rare)
+    UNACKNOWLEDGED = "unacknowledged"  # the request's bytes were never ACKed (a hung node): see NotDelivered
+
+
+class NotDelivered(Exception):
+    """A request that provably did not reach the pod after the connection was established.
+
+    The forwarder sets ``TCP_USER_TIMEOUT`` on upstream sockets: the kernel aborts a connection (ETIMEDOUT) when
+    data it sent stays unacknowledged that long. If that happens before any response byte, the complete request
+    was never acknowledged by the peer, so the server cannot have read it whole, let alone acted on it. The
+    forwarder raises this only for requests without a body (a streamed body cannot be sent again).
+    """
 
 
 _ERRNO_REASONS: dict[int, RetryReason] = {
@@ -65,6 +76,8 @@ def retry_reason(exc: BaseException) -> RetryReason | None:
         aiohttp.ClientConnectorSSLError | aiohttp.ClientConnectorCertificateError | aiohttp.ClientProxyConnectionError,
     ):
         return None
+    if isinstance(exc, NotDelivered):
+        return RetryReason.UNACKNOWLEDGED
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return RetryReason.RESOLVE_FAILED
     if isinstance(exc, aiohttp.ClientConnectorError):
