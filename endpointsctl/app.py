@@ -1,0 +1,132 @@
+"""endpointsctl's process: an aiohttp admin app that owns the Kubernetes client and every background task.
+
+``/metrics`` (Prometheus), ``/healthz`` (every background task alive) and ``/readyz`` (healthy and caches synced).
+Every replica watches and stays ready; only the Lease holder reconciles. The background tasks -- one per watch
+cache, and the leader election running :meth:`Controller.lead` -- are named and guarded: an unexpected exit is
+logged and fails ``/healthz`` (so the kubelet restarts the pod); on shutdown they are cancelled and awaited, and
+the Lease is released so that the standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from endpointsctl.controller import Controller
+from endpointsctl.leader import LeaderElector
+from endpointsctl.metrics import Metrics
+from endpointsctl.recording import Recorder
+from endpointsctl.settings import Settings
+from endpointsctl.subsetting.framework import Algorithm, load_algorithm
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+from localsched.tasks import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+ALGORITHM = web.AppKey("algorithm", Algorithm)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+CLIENT = web.AppKey("client", KubeClient)
+CONTROLLER = web.AppKey("controller", Controller)
+ELECTOR = web.AppKey("elector", LeaderElector)
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """The admin app. Resolves the subsetting algorithm now, so that a bad one fails before anything starts."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[METRICS] = Metrics.create(app[REGISTRY])
+    app[ALGORITHM] = load_algorithm(settings.subsetting.config)
+    app[SUPERVISOR] = Supervisor()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.cleanup_ctx.append(kubernetes)
+    app.cleanup_ctx.append(controlling)
+    return app
+
+
+# -- handlers -------------------------------------------------------------------------------------------------------
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    controller = request.app.get(CONTROLLER)
+    if controller is not None:
+        controller.observe()
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    failed = request.app[SUPERVISOR].failed
+    if failed:
+        text = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
+        return web.Response(status=500, text=f"unhealthy: {text}\n")
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[SUPERVISOR].healthy:
+        return await healthz(request)
+    controller = request.app.get(CONTROLLER)
+    if controller is None or not controller.synced():
+        return web.Response(status=503, text="watch caches are not synced yet\n")
+    elector = request.app.get(ELECTOR)
+    role = "leader" if controller.leading else f"standby (leader: {elector.holder or 'unknown'})" if elector else "-"
+    return web.Response(text=f"ok, {role}\n")
+
+
+# -- background -----------------------------------------------------------------------------------------------------
+
+
+async def kubernetes(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = await KubeClient.from_environment(settings.kubeconfig, user_agent="endpointsctl")
+    app[CLIENT] = client
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+async def controlling(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client, metrics = app[CLIENT], app[METRICS]
+    recorder = Recorder(client, metrics, host=settings.identity.pod_name or settings.leader.identity)
+    controller = Controller(client, settings, app[ALGORITHM], metrics, recorder=recorder)
+    await controller.setup()
+    app[CONTROLLER] = controller
+    supervisor = app[SUPERVISOR]
+    for name, run in controller.watches().items():
+        supervisor.start(name, run())
+    elector: LeaderElector | None = None
+    if settings.leader.enabled:
+
+        def changed(leading: bool) -> None:
+            metrics.leader_transitions.labels("started" if leading else "stopped").inc()
+            if leading:
+                lease = {"apiVersion": r.LEASES.api_version, "kind": r.LEASES.kind,
+                         "metadata": {"name": settings.leader.lease_name,
+                                      "namespace": settings.leader.lease_namespace}}  # fmt: skip
+                recorder.record(lease, "Normal", "LeaderElection", f"{settings.leader.identity} became leader")
+
+        elector = LeaderElector(client, settings.leader, on_change=changed)
+        app[ELECTOR] = elector
+        supervisor.start("leader-election", elector.run(controller.lead))
+    else:
+        supervisor.start("controller", controller.lead())
+    try:
+        yield
+    finally:
+        await supervisor.stop()
+        if elector is not None:
+            await elector.release()
+        await recorder.close()

@@ -1,0 +1,237 @@
+"""endpointsctl's settings: one frozen, grouped dataclass built once at start-up from flags and ``LOCALSCHED_*`` env.
+
+Every flag ``--some-name`` can also be given as ``LOCALSCHED_SOME_NAME``; a flag wins over its env var. Invalid
+values fail fast with a :class:`~localsched.settings.SettingsError` naming the flag or env var and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from endpointsctl.subsetting.framework import DEFAULT_FILTERS, DEFAULT_WEIGHTS, SubsettingConfig
+from localsched.settings import SettingsError, add, boolean, env_name, value
+
+DEFAULT_NAMESPACE = "localsched-system"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Identity:
+    pod_name: str = ""
+    pod_namespace: str = ""
+    pod_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Server:
+    """The admin server: ``/metrics``, ``/healthz``, ``/readyz``."""
+
+    bind_address: str = "0.0.0.0"
+    admin_port: int = 9090
+    shutdown_timeout_seconds: float = 10.0  # below the pod's terminationGracePeriodSeconds (30)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the controller finds its inputs."""
+
+    activator_namespace: str = DEFAULT_NAMESPACE
+    activator_selector: str = "app.kubernetes.io/name=activator"
+    activator_port: int = 8012  # the activators' port named `http`, published in every slice
+    knative_namespace: str = "knative-serving"  # where config-autoscaler lives
+
+
+@dataclass(frozen=True)
+class Subsetting:
+    config: SubsettingConfig = field(default_factory=SubsettingConfig)
+    max_node_selection: int = 2  # N when target-burst-capacity is -1; valid 1 <= N < nodes
+
+
+@dataclass(frozen=True)
+class Reconciling:
+    workers: int = 4
+    resync_seconds: float = 300.0  # every revision is recomputed this often (writes only what changed)
+    rebalance: bool = True
+    rebalance_delay_seconds: float = 30.0  # a (re)appearing activator must stay Ready this long to be rebalanced onto
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    enabled: bool = True
+    lease_name: str = "endpointsctl"
+    lease_namespace: str = DEFAULT_NAMESPACE
+    identity: str = ""  # unique per process: a restarted process is a new candidate
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    identity: Identity = field(default_factory=Identity)
+    server: Server = field(default_factory=Server)
+    sources: Sources = field(default_factory=Sources)
+    subsetting: Subsetting = field(default_factory=Subsetting)
+    reconciling: Reconciling = field(default_factory=Reconciling)
+    leader: LeaderElection = field(default_factory=LeaderElection)
+    kubeconfig: str | None = None
+    log_level: str = "INFO"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="endpointsctl", description="localsched endpointsctl: the ActivationEndpoints controller"
+    )
+    weights = ",".join(f"{name}={weight}" for name, weight in DEFAULT_WEIGHTS.items())
+    for flag, text, default in (
+        ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
+        ("--log-level", "log level", "INFO"),
+        ("--bind-address", "address of the admin server", Server.bind_address),
+        ("--admin-port", "port for /metrics, /healthz, /readyz", Server.admin_port),
+        ("--shutdown-timeout-seconds", "grace for the admin server on shutdown", Server.shutdown_timeout_seconds),
+        ("--activator-namespace", "namespace of the activator pods (default: POD_NAMESPACE)", DEFAULT_NAMESPACE),
+        ("--activator-selector", "label selector of the activator pods", Sources.activator_selector),
+        ("--activator-port", "activator port published in the slices", Sources.activator_port),
+        ("--knative-namespace", "namespace of config-autoscaler", Sources.knative_namespace),
+        ("--subsetting-algorithm", "algorithm from entry-point group localsched.subsetting", "least-loaded"),
+        ("--subsetting-weights", "score plugin weights, Name=weight,...", weights),
+        ("--subsetting-filters", "filter plugins, in order, comma-separated", ",".join(DEFAULT_FILTERS)),
+        ("--max-node-selection", "N when target-burst-capacity is -1", Subsetting.max_node_selection),
+        ("--workers", "concurrent reconciles (one per revision at a time)", Reconciling.workers),
+        ("--resync-seconds", "full recompute period", Reconciling.resync_seconds),
+        ("--rebalance", "move single slots onto new activators (bounded churn)", Reconciling.rebalance),
+        ("--rebalance-delay-seconds", "how long an activator stays Ready first", Reconciling.rebalance_delay_seconds),
+        ("--leader-elect", "use Lease leader election", LeaderElection.enabled),
+        ("--lease-name", "Lease name", LeaderElection.lease_name),
+        ("--lease-namespace", "Lease namespace (default: POD_NAMESPACE)", DEFAULT_NAMESPACE),
+        ("--identity", "leader election identity prefix (default: POD_NAME, else hostname)", ""),
+        ("--lease-duration-seconds", "how long a lease lasts unrenewed", LeaderElection.lease_duration_seconds),
+        ("--renew-deadline-seconds", "the leader steps down if not renewed in", LeaderElection.renew_deadline_seconds),
+        ("--retry-period-seconds", "between acquire/renew attempts", LeaderElection.retry_period_seconds),
+    ):
+        add(p, flag, text, default)
+    return p
+
+
+def parse_weights(text: str) -> dict[str, int]:
+    """``Stickiness=3,LeastLoaded=1`` -> ``{"Stickiness": 3, "LeastLoaded": 1}`` (ValueError when malformed)."""
+    weights: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, number = item.partition("=")
+        name, number = name.strip(), number.strip()
+        if not sep or not name or not number.isdigit():
+            raise ValueError(f"{item!r} is not Name=weight with a whole number weight >= 0")
+        if name in weights:
+            raise ValueError(f"{name!r} is given twice")
+        weights[name] = int(number)
+    return weights
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
+def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate; raises SettingsError naming the bad key and value."""
+    environ = os.environ if env is None else env
+    args = parser().parse_args(argv)
+
+    def text(flag: str, default: str) -> str:
+        return value(args, flag, default, str, env=environ)
+
+    def whole(flag: str, default: int, low: int, high: int | None = None) -> int:
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        return value(args, flag, default, int, env=environ, expect=f"a whole number {bounds}",
+                     check=lambda x: x >= low and (high is None or x <= high))  # fmt: skip
+
+    def seconds(flag: str, default: float) -> float:
+        return value(args, flag, default, float, env=environ, expect="a number of seconds > 0", check=lambda x: x > 0)
+
+    def flag_bool(flag: str, default: bool) -> bool:
+        return value(args, flag, default, boolean, env=environ, expect="true or false")
+
+    def source(flag: str) -> str:
+        """The name the user set a flag by (the flag, else its env var): error messages name that one."""
+        return flag if getattr(args, flag.lstrip("-").replace("-", "_"), None) is not None else env_name(flag)
+
+    identity = Identity(
+        pod_name=environ.get("POD_NAME", ""),
+        pod_namespace=environ.get("POD_NAMESPACE", ""),
+        pod_ip=environ.get("POD_IP", ""),
+    )
+    own_namespace = identity.pod_namespace or DEFAULT_NAMESPACE
+    level = text("--log-level", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{source('--log-level')}={level!r} is invalid: one of {', '.join(LOG_LEVELS)}")
+
+    algorithm = text("--subsetting-algorithm", "least-loaded").strip()
+    if not algorithm:
+        raise SettingsError(f"{source('--subsetting-algorithm')} is empty: name an algorithm")
+    weights_text = text("--subsetting-weights", "")
+    filters_text = text("--subsetting-filters", "")
+    try:
+        weights = parse_weights(weights_text) if weights_text else dict(DEFAULT_WEIGHTS)
+    except ValueError as exc:
+        raise SettingsError(f"{source('--subsetting-weights')}={weights_text!r} is invalid: {exc}") from None
+    filters = parse_names(filters_text) if filters_text else DEFAULT_FILTERS
+    try:
+        config = SubsettingConfig(algorithm=algorithm, weights=weights, filters=filters)
+    except ValueError as exc:
+        key = source("--subsetting-filters") if "filters" in str(exc) else source("--subsetting-weights")
+        raise SettingsError(f"{key} is invalid: {exc}") from None
+
+    leader = LeaderElection(
+        enabled=flag_bool("--leader-elect", LeaderElection.enabled),
+        lease_name=text("--lease-name", LeaderElection.lease_name),
+        lease_namespace=text("--lease-namespace", own_namespace),
+        identity=unique_identity(text("--identity", "") or identity.pod_name or socket.gethostname()),
+        lease_duration_seconds=seconds("--lease-duration-seconds", LeaderElection.lease_duration_seconds),
+        renew_deadline_seconds=seconds("--renew-deadline-seconds", LeaderElection.renew_deadline_seconds),
+        retry_period_seconds=seconds("--retry-period-seconds", LeaderElection.retry_period_seconds),
+    )
+    if not leader.retry_period_seconds < leader.renew_deadline_seconds < leader.lease_duration_seconds:
+        raise SettingsError(
+            f"{source('--renew-deadline-seconds')}={leader.renew_deadline_seconds:g} is invalid: leader election "
+            f"needs retry period ({leader.retry_period_seconds:g}) < renew deadline < lease duration "
+            f"({leader.lease_duration_seconds:g}), so a leader steps down before its lease can expire"
+        )
+    if leader.enabled and not leader.lease_name:
+        raise SettingsError(f"{source('--lease-name')} is empty")
+
+    return Settings(
+        identity=identity,
+        server=Server(
+            bind_address=text("--bind-address", Server.bind_address),
+            admin_port=whole("--admin-port", Server.admin_port, 1, 65535),
+            shutdown_timeout_seconds=seconds("--shutdown-timeout-seconds", Server.shutdown_timeout_seconds),
+        ),
+        sources=Sources(
+            activator_namespace=text("--activator-namespace", own_namespace),
+            activator_selector=text("--activator-selector", Sources.activator_selector),
+            activator_port=whole("--activator-port", Sources.activator_port, 1, 65535),
+            knative_namespace=text("--knative-namespace", Sources.knative_namespace),
+        ),
+        subsetting=Subsetting(
+            config=config,
+            max_node_selection=whole("--max-node-selection", Subsetting.max_node_selection, 1),
+        ),
+        reconciling=Reconciling(
+            workers=whole("--workers", Reconciling.workers, 1, 64),
+            resync_seconds=seconds("--resync-seconds", Reconciling.resync_seconds),
+            rebalance=flag_bool("--rebalance", Reconciling.rebalance),
+            rebalance_delay_seconds=seconds("--rebalance-delay-seconds", Reconciling.rebalance_delay_seconds),
+        ),
+        leader=leader,
+        kubeconfig=text("--kubeconfig", "") or None,
+        log_level=level,
+    )
+
+
+def unique_identity(prefix: str) -> str:
+    """``{prefix}_{random}``, like kube-controller-manager: a restarted process never inherits its old lease."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
