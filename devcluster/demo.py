@@ -11,9 +11,23 @@ from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.errors import NotFound
+from localsched.kube.watching import WatchCache
 
 NAMESPACE = "demo"
 REVISION = "hello-00001"
+
+
+async def wait_activators_ready(client: KubeClient, timeout: float = 60) -> None:
+    """Until the activator DaemonSet has a Ready pod on every node it schedules to."""
+    cache = WatchCache(client, r.DAEMONSETS, namespace="localsched-system")
+    cache.start()
+    try:
+        await cache.wait_for(lambda c: (ds := c.get("activator", "localsched-system")) is not None
+                             and ds.get("status", {}).get("desiredNumberScheduled", 0) > 0
+                             and ds["status"].get("numberReady") == ds["status"]["desiredNumberScheduled"],
+                             timeout)  # fmt: skip
+    finally:
+        await cache.stop()
 
 
 async def run(state_dir: Path) -> int:
@@ -32,6 +46,7 @@ async def run(state_dir: Path) -> int:
                 break
             except NotFound:  # the stand-in has not reconciled yet
                 await asyncio.sleep(0.1)
+        await wait_activators_ready(client)
     replicas = (deployment or {}).get("spec", {}).get("replicas", "?")
     print(
         f"""
@@ -41,12 +56,13 @@ The devcluster is up, with the sample revision {NAMESPACE}/{REVISION} at {replic
   kubectl get nodes -L topology.kubernetes.io/zone
   kubectl -n {NAMESPACE} get revisions,deployments,pods -o wide
 
-Scale it from zero through the standard path and call a pod directly:
+Send it a request through an activator (one runs on every node); the first one cold-starts it from zero:
 
-  kubectl -n {NAMESPACE} scale deployment {REVISION}-deployment --replicas=1
-  kubectl -n {NAMESPACE} wait pod -l serving.knative.dev/revision={REVISION} --for=condition=Ready
-  curl "http://$(kubectl -n {NAMESPACE} get pod -l serving.knative.dev/revision={REVISION} \\
-      -o jsonpath='{{.items[0].status.podIP}}'):8080/"
+  kubectl -n localsched-system get pods -o wide
+  ACTIVATOR=$(kubectl -n localsched-system get pod -l app.kubernetes.io/name=activator \\
+      -o jsonpath='{{.items[0].status.podIP}}')
+  curl -H 'Knative-Serving-Namespace: {NAMESPACE}' -H 'Knative-Serving-Revision: {REVISION}' http://$ACTIVATOR:8012/
+  curl -s http://$ACTIVATOR:9090/metrics | grep ^activator_cold_starts
 
 Simulate failures with `devcluster kill-node node-2` or `devcluster hang-node node-3`;
 stop everything with `make down` (or `devcluster down`)."""

@@ -1,0 +1,137 @@
+"""Shared benchmark plumbing: a devcluster to run on, a load generator, and result files.
+
+Benchmarks bring up their own devcluster (state in ``$LOCALSCHED_BENCH_STATE_DIR``, default
+``~/.local/state/localsched/bench``, ports apart from the demo and the tests) unless ``--reuse`` is given and one
+is already up there, and leave it down afterwards. Traffic goes only to loopback addresses; every loop is bounded
+in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devcluster import controlplane
+from devcluster.applying import apply
+from devcluster.controlplane import ClusterSpec
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+from localsched.kube.watching import WatchCache
+
+RESULTS = Path(__file__).parent / "results"
+BENCH_STATE_DIR = Path(os.environ.get("LOCALSCHED_BENCH_STATE_DIR", Path.home() / ".local/state/localsched/bench"))
+BENCH_SPEC = ClusterSpec(state_dir=BENCH_STATE_DIR, nodes=3, port_base=47000, ip_base="127.50")
+
+
+@contextlib.contextmanager
+def devcluster(spec: ClusterSpec = BENCH_SPEC, *, keep: bool = False) -> Any:
+    controlplane.up(spec)
+    try:
+        yield spec
+    finally:
+        if not keep:
+            controlplane.down(spec.state_dir, quiet=True)
+
+
+@contextlib.asynccontextmanager
+async def namespace(kube: KubeClient, prefix: str) -> AsyncIterator[str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await apply(kube, {"kind": "Namespace", "metadata": {"name": name}})
+    cache = WatchCache(kube, r.SERVICEACCOUNTS, namespace=name)
+    cache.start()
+    try:
+        await cache.wait_for(lambda c: (sa := c.get("default", name)) is not None and bool(sa.get("secrets")), 30)
+    finally:
+        await cache.stop()
+    try:
+        yield name
+    finally:
+        await kube.delete(r.NAMESPACES, name)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, latencies: list[float], errors: int, seconds: float) -> LatencySummary:
+        ordered = sorted(latencies) or [float("nan")]
+
+        def pct(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+        return cls(len(latencies), errors, round(seconds, 3), round(len(latencies) / seconds, 1), pct(0.5),
+                   pct(0.9), pct(0.99))  # fmt: skip
+
+
+async def closed_loop(
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    *,
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+) -> LatencySummary:
+    """``concurrency`` workers sending back to back until ``seconds`` pass or ``max_requests`` are sent."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while loop.time() < deadline and len(latencies) + errors < max_requests:
+                t0 = time.perf_counter()
+                try:
+                    response = await send(client)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return LatencySummary.of(latencies, errors, loop.time() - start)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    json_path = RESULTS / f"{name}.json"
+    md_path = RESULTS / f"{name}.md"
+    json_path.write_text(json.dumps({**meta, **data}, indent=2, default=_plain) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)
