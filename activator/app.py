@@ -24,9 +24,13 @@ from activator.forwarding import Forwarder, new_session
 from activator.metrics import Metrics, ThrottlerCollector
 from activator.proxying import Proxy
 from activator.scaling import StandardPath
+from activator.scheduling import LocalPath, revision_key_of
 from activator.settings import Settings
 from activator.tracking import Tracker
+from localsched.knative import REVISION_LABEL
+from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
+from localsched.kube.watching import WatchCache
 from localsched.tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class Runtime:
     cold_starts: ColdStarts
     proxy: Proxy
     supervisor: Supervisor = field(default_factory=Supervisor)
+    caches: list[WatchCache] = field(default_factory=list)
     draining: bool = False
 
     def readiness(self) -> tuple[bool, str]:
@@ -47,7 +52,7 @@ class Runtime:
             return False, "draining"
         if not self.supervisor.healthy:
             return False, f"background task failed: {self.supervisor.failed}"
-        if not self.tracker.synced():
+        if not all(c.synced.is_set() for c in self.caches):
             return False, "watch caches not synced yet"
         return True, "ready"
 
@@ -64,15 +69,27 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     session = new_session(connect_timeout=settings.forwarding.connect_timeout_seconds)
     try:
         slice_resource = await kube.endpointslice_resource()
-        cold_starts = ColdStarts(StandardPath(kube), metrics, timeout=settings.throttling.activation_timeout_seconds)
+        standard = StandardPath(kube)
+        cold_starts = ColdStarts(standard, metrics, timeout=settings.throttling.activation_timeout_seconds)
         tracker = Tracker(kube, slice_resource, queue_limit=settings.throttling.queue_limit, metrics=metrics,
-                          on_no_capacity=cold_starts.trigger)  # fmt: skip
+                          on_no_capacity=cold_starts.trigger, node_name=settings.identity.node_name)  # fmt: skip
         cold_starts.tracker = tracker
+        caches = list(tracker.caches)
+        if settings.local_scheduling:
+            replicasets = WatchCache(kube, r.REPLICASETS, label_selector=REVISION_LABEL, name="replicasets")
+            replicasets.add_index("revision", revision_key_of)
+            caches.append(replicasets)
+            cold_starts.path = LocalPath(
+                kube, node_name=settings.identity.node_name, activator_name=settings.identity.pod_name,
+                nodes=tracker.nodes, local_pods=tracker.local_pods, replicasets=replicasets, standard=standard,
+                metrics=metrics,
+            )  # fmt: skip
         forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
         runtime = Runtime(kube, session, tracker, cold_starts, Proxy(settings, tracker, forwarder, metrics))
         collector = ThrottlerCollector(tracker.throttlers.items)
         app[REGISTRY].register(collector)
-        for cache in tracker.caches:
+        runtime.caches = caches
+        for cache in caches:
             runtime.supervisor.start(f"watch:{cache.name}", cache.run())
         app[RUNTIME] = runtime
         yield

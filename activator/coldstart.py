@@ -36,6 +36,7 @@ class ColdStarts:
         namespace, _, name = key.partition("/")
         started = time.monotonic()
         outcome = "error"
+        path = self.path.name
         try:
             revision = self.tracker.revision(key)
             if revision is None:
@@ -44,18 +45,18 @@ class ColdStarts:
             if self.tracker.endpoints(key):
                 outcome = "not_needed"  # endpoints exist but are busy or suspect: no replica is missing
                 return
-            await self.path.ensure_capacity(revision)
+            path = await self.path.ensure_capacity(revision)
             await self.tracker.wait_for_endpoints(key, self.timeout)
             outcome = "ready"
-            self.metrics.cold_start_duration.labels(self.path.name).observe(time.monotonic() - started)
-            log.info("revision %s: cold start (%s) ready in %.3fs", key, self.path.name, time.monotonic() - started)
+            self.metrics.cold_start_duration.labels(path).observe(time.monotonic() - started)
+            log.info("revision %s: cold start (%s) ready in %.3fs", key, path, time.monotonic() - started)
         except TimeoutError:
             outcome = "timeout"
             log.warning("revision %s: no ready endpoint %.0fs after the cold start", key, self.timeout)
         except Exception:
             log.exception("revision %s: cold start failed", key)
         finally:
-            self.metrics.cold_starts.labels(namespace, name, self.path.name, outcome).inc()
+            self.metrics.cold_starts.labels(namespace, name, path, outcome).inc()
 
     async def close(self) -> None:
         await self.flight.close()

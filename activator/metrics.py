@@ -26,6 +26,8 @@ class Metrics:
     cold_starts: Counter
     cold_start_duration: Histogram
     endpoints: Gauge
+    local_skips: Counter
+    local_pods: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -47,6 +49,12 @@ class Metrics:
             cold_start_duration=Histogram("activator_cold_start_duration_seconds",
                                           "From triggering a cold start to the first ready endpoint.", ["path"],
                                           buckets=LATENCY_BUCKETS, registry=registry),
+            local_skips=Counter("activator_local_scheduling_skips_total",
+                                "Cold starts not scheduled on this node, by reason (filter, MaxScale, ...).",
+                                ["reason"], registry=registry),
+            local_pods=Counter("activator_local_pods_total",
+                               "Pods this activator wrote onto its node, and failed ones it cleaned up.",
+                               ["outcome"], registry=registry),
             endpoints=Gauge("activator_ready_endpoints", "Ready endpoints known for the revision.", rev,
                             registry=registry),
         )  # fmt: skip

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 class ColdStartPath(Protocol):
     name: str
 
-    async def ensure_capacity(self, revision: Revision) -> None:
-        """Make a replica of ``revision`` come (it is Ready when the tracker sees an endpoint)."""
+    async def ensure_capacity(self, revision: Revision) -> str:
+        """Make a replica of ``revision`` come (Ready when the tracker sees an endpoint); returns the path taken."""
 
 
 async def scale_from_zero(kube: KubeClient, revision: Revision, *, attempts: int = 10) -> bool:
@@ -50,5 +50,6 @@ class StandardPath:
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
 
-    async def ensure_capacity(self, revision: Revision) -> None:
+    async def ensure_capacity(self, revision: Revision) -> str:
         await scale_from_zero(self.kube, revision)
+        return self.name

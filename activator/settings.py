@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from localsched.settings import SettingsError, add, value
+from localsched.settings import SettingsError, add, boolean, value
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Settings:
     server: Server
     throttling: Throttling
     forwarding: Forwarding
+    local_scheduling: bool = True  # off: cold starts take the standard path (scale the Deployment from zero)
     cluster_domain: str = "cluster.local"
     kubeconfig: str | None = None
     log_level: str = "INFO"
@@ -67,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
         ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
         ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
         ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
+        ("--local-scheduling", "schedule cold starts onto this node (true/false)", True),
         ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
         ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
         ("--log-level", "log level", "INFO"),
@@ -121,6 +123,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             max_attempts=whole("--max-attempts", Forwarding.max_attempts, 1, 10),
             suspect_seconds=number("--suspect-seconds", Forwarding.suspect_seconds),
         ),
+        local_scheduling=value(args, "--local-scheduling", True, boolean, env=environ, expect="true or false"),
         cluster_domain=text("--cluster-domain", "cluster.local"),
         kubeconfig=text("--kubeconfig", "") or None,
         log_level=level,

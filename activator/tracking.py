@@ -1,7 +1,9 @@
 """Which endpoints serve each revision, from watch caches: never an API call per request.
 
-Revisions, the revisions' private EndpointSlices and Nodes are watched. A revision's endpoints are the ready
-addresses of its ``{rev}-private`` slices whose node is Ready. A node → revisions reverse index means a node
+Revisions, the revisions' private EndpointSlices, Nodes and the pods on this activator's own node are watched.
+A revision's endpoints are the ready addresses of its ``{rev}-private`` slices whose node is Ready, plus its
+Ready pods on this node straight from the pod cache: a pod scheduled here is used the moment it is Ready,
+without waiting for the EndpointSlice to catch up. A node → revisions reverse index means a node
 going NotReady (or away) takes every endpoint on it out of rotation at once, recomputing only the revisions that
 had endpoints there.
 """
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 from activator.metrics import Metrics
 from activator.throttling import Endpoint, Throttler, Throttlers
-from localsched.knative import KnativeValueError, Revision
+from localsched.knative import REVISION_LABEL, KnativeValueError, Revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.slices import SERVICE_NAME_LABEL, endpoints_of, port_of
@@ -26,6 +28,23 @@ log = logging.getLogger(__name__)
 PRIVATE_SUFFIX = "-private"
 # Knative labels its private Services so, and the EndpointSlice controller copies Service labels onto slices.
 SLICE_SELECTOR = "networking.internal.knative.dev/serviceType=Private"
+
+
+def revision_of_pod(pod: Obj) -> list[str]:
+    name = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
+    return [f"{pod['metadata']['namespace']}/{name}"] if name else []
+
+
+def pod_is_ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
+
+
+def first_container_port(pod: Obj) -> int | None:
+    for container in pod.get("spec", {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            return int(port["containerPort"])
+    return None
 
 
 def revision_of_slice(slice_obj: Obj) -> list[str]:
@@ -47,14 +66,19 @@ class Tracker:
         queue_limit: int,
         metrics: Metrics,
         on_no_capacity: Callable[[str], None],
+        node_name: str,
     ) -> None:
+        self.node_name = node_name
         self.revisions = WatchCache(kube, r.REVISIONS, name="revisions")
         self.slices = WatchCache(kube, slice_resource, label_selector=SLICE_SELECTOR, name="endpointslices")
         self.nodes = WatchCache(kube, r.NODES, name="nodes")
+        self.local_pods = WatchCache(kube, r.PODS, field_selector=f"spec.nodeName={node_name}", name="local-pods")
         self.slices.add_index("revision", revision_of_slice)
+        self.local_pods.add_index("revision", revision_of_pod)
         self.revisions.add_handler(self._on_revision)
         self.slices.add_handler(self._on_slice)
         self.nodes.add_handler(self._on_node)
+        self.local_pods.add_handler(self._on_local_pod)
         self.metrics = metrics
         self.queue_limit = queue_limit
         self.on_no_capacity = on_no_capacity
@@ -65,7 +89,7 @@ class Tracker:
 
     @property
     def caches(self) -> tuple[WatchCache, ...]:
-        return (self.revisions, self.slices, self.nodes)
+        return (self.revisions, self.slices, self.nodes, self.local_pods)
 
     def synced(self) -> bool:
         return all(c.synced.is_set() for c in self.caches)
@@ -83,13 +107,21 @@ class Tracker:
 
     def endpoints(self, key: str) -> frozenset[Endpoint]:
         found: set[Endpoint] = set()
+        slice_port: int | None = None
         for slice_obj in self.slices.by_index("revision", key):
             port = port_of(slice_obj, "http") or port_of(slice_obj)
             if port is None:
                 continue
+            slice_port = port
             for ep in endpoints_of(slice_obj):
                 if ep.ready and self._node_ready(ep.node):
                     found.add(Endpoint(ep.address, port, ep.node))
+        if self._node_ready(self.node_name):
+            for pod in self.local_pods.by_index("revision", key):
+                ip = pod.get("status", {}).get("podIP")
+                port = slice_port or first_container_port(pod)
+                if ip and port and pod_is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                    found.add(Endpoint(ip, port, self.node_name))
         return frozenset(found)
 
     def _node_ready(self, name: str) -> bool:
@@ -155,6 +187,13 @@ class Tracker:
     def _on_slice(self, event: Event) -> None:
         for key in revision_of_slice(event.obj):
             self.recompute(key)
+
+    def _on_local_pod(self, event: Event) -> None:
+        was = event.old is not None and pod_is_ready(event.old)
+        now = event.type != "DELETED" and pod_is_ready(event.obj) and not event.obj["metadata"].get("deletionTimestamp")
+        if was != now or event.type == "DELETED":
+            for key in revision_of_pod(event.obj):
+                self.recompute(key)
 
     def _on_node(self, event: Event) -> None:
         was = event.old is not None and node_is_ready(event.old)
