@@ -1,0 +1,180 @@
+"""endpointsctl for integration tests: the in-cluster Deployment, and controller processes of the test's own.
+
+A test's own controller runs as an OS process (``python -m endpointsctl``) under the ``endpointsctl``
+ServiceAccount's token, so the manifests' RBAC is what it gets, and takes the same Lease as the Deployment
+(``localsched-system/endpointsctl``); tests that run their own scale the Deployment to zero first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient, Obj
+from tests.integration.kit import (
+    Cluster,
+    is_ready,
+    metric_value,
+    poll_until,
+    service_account_kubeconfig,
+    wait_for,
+    watching,
+)
+
+SYSTEM_NAMESPACE = "localsched-system"
+DEPLOYMENT = "endpointsctl"
+LEASE = "endpointsctl"
+SELECTOR = "app.kubernetes.io/name=endpointsctl"
+
+
+@dataclass
+class ControllerProcess:
+    identity: str
+    port: int
+    process: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def metrics(self, http: httpx.AsyncClient) -> str:
+        return (await http.get(f"{self.admin}/metrics")).text
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        return metric_value(await self.metrics(http), name, **labels)
+
+    def kill(self) -> None:
+        """SIGKILL: no release of the Lease, no goodbye."""
+        self.process.kill()
+
+
+def lease_holder(lease: Obj | None) -> str:
+    return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+async def endpointsctl_token(kube: KubeClient) -> str:
+    account = await kube.get(r.SERVICEACCOUNTS, "endpointsctl", SYSTEM_NAMESPACE)
+    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], SYSTEM_NAMESPACE)
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    cluster: Cluster,
+    kube: KubeClient,
+    http: httpx.AsyncClient,
+    tmp: Path,
+    *,
+    identity: str,
+    settings: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[ControllerProcess]:
+    """Start ``python -m endpointsctl`` with ``settings`` as ``LOCALSCHED_*`` env (``{"lease_name": "x"}`` is
+    ``LOCALSCHED_LEASE_NAME=x``) and extra ``env``; stop it afterwards."""
+    kubeconfig = service_account_kubeconfig(
+        cluster.kubeconfig, await endpointsctl_token(kube), tmp / f"endpointsctl-{identity}.kubeconfig"
+    )
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
+    environ.update({"KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": "127.0.0.1",
+                    "LOCALSCHED_ADMIN_PORT": str(port), "LOCALSCHED_IDENTITY": identity,
+                    "LOCALSCHED_SHUTDOWN_TIMEOUT_SECONDS": "2"})  # fmt: skip
+    environ.update(env or {})
+    environ.update({f"LOCALSCHED_{k.upper()}": v for k, v in (settings or {}).items()})
+    log = tmp / f"endpointsctl-{identity}.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "endpointsctl", env=environ, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    controller = ControllerProcess(identity, port, process, log)
+
+    async def ready() -> bool:
+        if process.returncode is not None:
+            raise AssertionError(f"endpointsctl exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return (await http.get(f"{controller.admin}/readyz", timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await poll_until(ready, 30, f"endpointsctl {identity} to be ready")
+        yield controller
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@dataclass(frozen=True)
+class InClusterLeader:
+    pod: str
+    ip: str
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        return metric_value((await http.get(f"http://{self.ip}:9090/metrics")).text, name, **labels)
+
+    async def queue_idle(self, http: httpx.AsyncClient) -> bool:
+        text = (await http.get(f"http://{self.ip}:9090/metrics")).text
+        return metric_value(text, "endpointsctl_work_queue_depth") == 0
+
+
+async def in_cluster_leader(kube: KubeClient, timeout: float = 90) -> InClusterLeader:
+    """Wait until the Deployment's replicas are Ready and one of them holds the Lease; return that one."""
+    async with (
+        watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector=SELECTOR) as pods,
+        watching(kube, r.LEASES, SYSTEM_NAMESPACE) as leases,
+    ):
+        deployment = await kube.get(r.DEPLOYMENTS, DEPLOYMENT, SYSTEM_NAMESPACE)
+        replicas = int(deployment["spec"]["replicas"])
+
+        def leader(_: object) -> InClusterLeader | None:
+            ready = [p for p in pods if is_ready(p) and not p["metadata"].get("deletionTimestamp")]
+            holder = lease_holder(leases.get(LEASE, SYSTEM_NAMESPACE))
+            if len(ready) != replicas:
+                return None
+            for pod in ready:
+                if holder.startswith(pod["metadata"]["name"] + "_"):
+                    return InClusterLeader(pod["metadata"]["name"], pod["status"]["podIP"])
+            return None
+
+        # Two caches: re-check on changes of either (the lease renews every retry period).
+        return await wait_for(leases, leader, timeout)
+
+
+@contextlib.asynccontextmanager
+async def without_in_cluster_controller(kube: KubeClient) -> AsyncIterator[None]:
+    """Scale the Deployment to zero (its pods release the Lease on the way out); scale it back afterwards."""
+    scale = await kube.get_scale(r.DEPLOYMENTS, DEPLOYMENT, SYSTEM_NAMESPACE)
+    replicas = int(scale["spec"]["replicas"])
+    scale["spec"]["replicas"] = 0
+    await kube.replace_scale(r.DEPLOYMENTS, scale)
+    try:
+        async with watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector=SELECTOR) as pods:
+            await wait_for(pods, lambda c: len(c) == 0, 60)
+        yield
+    finally:
+        scale = await kube.get_scale(r.DEPLOYMENTS, DEPLOYMENT, SYSTEM_NAMESPACE)
+        scale["spec"]["replicas"] = replicas
+        await kube.replace_scale(r.DEPLOYMENTS, scale)
