@@ -101,12 +101,6 @@ async def controlling(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client, metrics = app[CLIENT], app[METRICS]
     recorder = Recorder(client, metrics, host=settings.identity.pod_name or settings.leader.identity)
-    controller = Controller(client, settings, app[ALGORITHM], metrics, recorder=recorder)
-    await controller.setup()
-    app[CONTROLLER] = controller
-    supervisor = app[SUPERVISOR]
-    for name, run in controller.watches().items():
-        supervisor.start(name, run())
     elector: LeaderElector | None = None
     if settings.leader.enabled:
 
@@ -120,6 +114,14 @@ async def controlling(app: web.Application) -> AsyncIterator[None]:
 
         elector = LeaderElector(client, settings.leader, on_change=changed)
         app[ELECTOR] = elector
+    fence = elector.fresh if elector is not None else None
+    controller = Controller(client, settings, app[ALGORITHM], metrics, recorder=recorder, fence=fence)
+    await controller.setup()
+    app[CONTROLLER] = controller
+    supervisor = app[SUPERVISOR]
+    for name, run in controller.watches().items():
+        supervisor.start(name, run())
+    if elector is not None:
         supervisor.start("leader-election", elector.run(controller.lead))
     else:
         supervisor.start("controller", controller.lead())

@@ -79,8 +79,10 @@ class Controller:
         metrics: Metrics,
         *,
         recorder: Recorder | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
+        self._fence = fence  # False while a write could race a new leader (LeaderElector.fresh)
         self.settings = settings
         self.algorithm = algorithm
         self.algorithm_name = settings.subsetting.config.algorithm
@@ -88,7 +90,7 @@ class Controller:
         self.writer = Writer(client, metrics)
         self.recorder = recorder
         self.queue = WorkQueue(self.reconcile, workers=settings.reconciling.workers, name="reconcile",
-                               expected=(KubeError,))  # fmt: skip
+                               expected=(KubeError, StaleLease))  # fmt: skip
         self.assignments = Assignments()
         self.leading = False
         self.slice_version = ""
@@ -369,6 +371,8 @@ class Controller:
     # -- reconciling one revision ---------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
+        if self._fence is not None and not self._fence():
+            raise StaleLease("the lease was not renewed within the renew deadline: not writing until it is")
         started = time.perf_counter()
         result = "error"
         try:
@@ -524,6 +528,10 @@ class Controller:
                 gauge.remove(namespace, name)
             except KeyError:
                 pass
+
+
+class StaleLease(RuntimeError):
+    """Raised instead of reconciling while leadership is unconfirmed; the queue retries the key later."""
 
 
 def _service_key(slice_obj: Obj) -> str:

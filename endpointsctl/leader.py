@@ -98,7 +98,14 @@ class LeaderElector:
         self._clock = clock
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
+        self._renewed_at = -math.inf
         self.leading = False
+
+    def fresh(self) -> bool:
+        """Leading, and the Lease was renewed within the renew deadline: nobody else can hold it yet. A leader
+        that was paused (SIGSTOP, a long GC, a frozen VM) must not write before its next renewal tells it whether
+        it still leads; the controller checks this before every reconcile."""
+        return self.leading and self._clock() - self._renewed_at < self.config.renew_deadline_seconds
 
     @property
     def holder(self) -> str:
@@ -123,6 +130,7 @@ class LeaderElector:
             except Conflict:  # AlreadyExists: another candidate created it first
                 return False
             self._observe(LeaseRecord.from_lease(created))
+            self._renewed_at = self._clock()
             return True
         record = LeaseRecord.from_lease(lease)
         self._observe(record)
@@ -134,6 +142,7 @@ class LeaderElector:
         except Conflict:
             return False
         self._observe(LeaseRecord.from_lease(updated))
+        self._renewed_at = self._clock()
         return True
 
     def _observe(self, record: LeaseRecord) -> None:

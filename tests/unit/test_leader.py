@@ -140,3 +140,17 @@ async def test_release_leaves_someone_elses_lease_alone() -> None:
     assert await b.try_acquire_or_renew()
     await a.release()
     assert store.holder == "b"
+
+
+async def test_a_leader_is_fresh_only_within_the_renew_deadline_of_its_last_renewal() -> None:
+    store, clock = LeaseStore(), Clock()
+    a = elector(store, "a", clock)
+    assert await a.try_acquire_or_renew()
+    a.leading = True  # as run() sets it
+    assert a.fresh()
+    clock.now += CONFIG.renew_deadline_seconds  # paused this long: another replica may be about to take over
+    assert not a.fresh()
+    assert await a.try_acquire_or_renew()
+    assert a.fresh()
+    a.leading = False
+    assert not a.fresh()
