@@ -154,15 +154,19 @@ class Controller:
 
     # -- handlers: derived state always, work only while leading --------------------------------------------------
 
-    def _enqueue(self, keys: Iterable[str]) -> None:
-        if self.leading:
+    def _enqueue(self, keys: Iterable[str], cause: str) -> None:
+        if not self.leading:
+            return
+        keys = list(keys)
+        if keys:
+            self.metrics.queued.labels(cause).inc(len(keys))
             self.queue.add_all(keys)
 
     def _on_revision(self, event: Event) -> None:
         if event.type == "MODIFIED" and event.old is not None and not _spec_changed(event.old, event.obj):
             return  # a status update
         namespace, name = key_of(event.obj)
-        self._enqueue([revision_key(namespace, name)])
+        self._enqueue([revision_key(namespace, name)], "revision")
 
     def _on_activation_endpoints(self, event: Event) -> None:
         if event.type == "MODIFIED" and event.old is not None and not _spec_changed(event.old, event.obj):
@@ -170,7 +174,7 @@ class Controller:
         if event.type == "DELETED":
             self.writer.forget(publishing.KIND, *key_of(event.obj))
         namespace, name = key_of(event.obj)
-        self._enqueue([revision_key(namespace, name)])
+        self._enqueue([revision_key(namespace, name)], "activationendpoints")
 
     def _on_output(self, event: Event) -> None:
         namespace, name = key_of(event.obj)
@@ -180,7 +184,7 @@ class Controller:
             self.writer.forget(str(event.obj.get("kind")), namespace, name)
         elif self.writer.is_echo(event.obj):
             return
-        self._enqueue([revision_key(namespace, name.removesuffix(OUTPUT_SUFFIX))])
+        self._enqueue([revision_key(namespace, name.removesuffix(OUTPUT_SUFFIX))], "output")
 
     def _on_private_slice(self, event: Event) -> None:
         service = _service_key(event.obj)
@@ -194,7 +198,7 @@ class Controller:
                 self._ready_pods[key] = count
             else:
                 self._ready_pods.pop(key, None)
-            self._enqueue([key])
+            self._enqueue([key], "ready-pods")
 
     def _on_autoscaler(self, event: Event) -> None:
         data = None if event.type == "DELETED" else event.obj.get("data")
@@ -205,7 +209,7 @@ class Controller:
             log.warning("%s", error)
         if (config, error) != (self._autoscaler, self._autoscaler_error):
             self._autoscaler, self._autoscaler_error = config, error
-            self._enqueue(self._revision_keys())
+            self._enqueue(self._revision_keys(), "config")
 
     def _on_activator(self, event: Event) -> None:
         name = event.obj["metadata"]["name"]
@@ -224,7 +228,7 @@ class Controller:
             self._activators[name] = new
             self._on_node.setdefault(new.activator.node, set()).add(name)
         self._snapshot = None
-        self._react(activator_change(old, new, self.assignments.revisions_of), newcomer=name)
+        self._react(activator_change(old, new, self.assignments.revisions_of), "activator", newcomer=name)
 
     def _on_node_event(self, event: Event) -> None:
         name = event.obj["metadata"]["name"]
@@ -240,7 +244,7 @@ class Controller:
             return
         self._snapshot = None
         on_node = sorted(self._on_node.get(name, ()))
-        self._react(node_change(old, new, on_node, self.assignments.revisions_of))
+        self._react(node_change(old, new, on_node, self.assignments.revisions_of), "node")
         for activator in on_node:  # the zone may have changed
             current = self._activators[activator]
             zone = zone_of(event.obj) if new is not None else current.activator.zone
@@ -248,15 +252,14 @@ class Controller:
                 moved = ActivatorPod(replace(current.activator, zone=zone), current.namespace, current.uid)
                 self._apply_activator(activator, moved)
 
-    def _react(self, change: Change, *, newcomer: str | None = None) -> None:
-        keys = set(change.revisions)
+    def _react(self, change: Change, cause: str, *, newcomer: str | None = None) -> None:
+        self._enqueue(sorted(change.revisions), cause)
         if change.capacity_grew:
-            keys |= self._short
+            self._enqueue(sorted(self._short - change.revisions), "capacity")
             if newcomer is not None:
                 self._schedule_rebalance(newcomer)
         if change.node_set_changed:
-            keys |= self._node_dependent
-        self._enqueue(sorted(keys))
+            self._enqueue(sorted(self._node_dependent - change.revisions - self._short), "node-set")
 
     def _zone(self, node: str) -> str:
         return zone_of(self._nodes.get(node))
@@ -292,7 +295,7 @@ class Controller:
         self.leading = True
         self.metrics.leader.set(1)
         log.info("leading: reconciling %d revisions", len(self.caches["revisions"]))
-        self.queue.add_all(self._revision_keys())
+        self._enqueue(self._revision_keys(), "lead")
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.queue.run(), name="reconcile-workers")
@@ -334,7 +337,7 @@ class Controller:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reconciling.resync_seconds)
-            self.queue.add_all(self._revision_keys())
+            self._enqueue(self._revision_keys(), "resync")
 
     # -- rebalancing ----------------------------------------------------------------------------------------------
 
@@ -365,7 +368,7 @@ class Controller:
         if result.moves:
             self.metrics.assignment_changes.labels("rebalance").inc(len(result.moves))
             log.info("rebalanced %d revision(s) onto %s (target %d)", len(result.moves), name, target)
-        self._enqueue(move.revision for move in result.moves)
+        self._enqueue((move.revision for move in result.moves), "rebalance")
         return len(result.moves)
 
     # -- reconciling one revision ---------------------------------------------------------------------------------

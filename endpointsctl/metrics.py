@@ -21,6 +21,7 @@ class Metrics:
     desired_subset_size: Gauge
     revisions_per_activator: Gauge
     assignment_changes: Counter
+    queued: Counter
     rebalances: Counter
     rebalanced_revisions: Counter
     writes: Counter
@@ -48,6 +49,10 @@ class Metrics:
             assignment_changes=Counter("endpointsctl_assignment_changes_total",
                                        "Revisions whose set of activators changed, by cause.", ["cause"],
                                        registry=registry),
+            queued=Counter("endpointsctl_queued_revisions_total",
+                           "Revisions queued for a reconcile, by what changed: revision, activationendpoints, output, "
+                           "ready-pods, activator, node, capacity, node-set, config, rebalance, lead, resync.",
+                           ["cause"], registry=registry),
             rebalances=Counter("endpointsctl_rebalances_total",
                                "Bounded rebalances run onto a newly Ready activator.", registry=registry),
             rebalanced_revisions=Counter("endpointsctl_rebalanced_revisions_total",
