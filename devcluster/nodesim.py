@@ -92,6 +92,7 @@ class PodRuntime:
     start_time: str = field(default_factory=now)
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # condition -> (status, time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gates_open: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -239,7 +240,11 @@ class NodeSim:
                 await self.client.delete(r.PODS, key[1], key[0], grace_period_seconds=0,
                                          preconditions={"uid": meta["uid"]})  # fmt: skip
             return
-        if rt is not None or status.get("phase") in ("Succeeded", "Failed"):
+        if rt is not None:
+            if pod["spec"].get("readinessGates") and self._gates_open(pod) != rt.gates_open:
+                await self._publish(pod, rt)  # a readiness gate changed: Ready may change with it
+            return
+        if status.get("phase") in ("Succeeded", "Failed"):
             return
         rejection = self._admit(pod)
         if rejection is not None:
@@ -439,7 +444,10 @@ class NodeSim:
                     "containerID": f"process://{c.proc.pid}" if c.proc else "", "ready": c.ready,
                     "started": c.proc is not None and c.exit_code is None, "restartCount": c.restarts, "state": state,
                 })  # fmt: skip
-            all_ready = all(c.ready for c in rt.containers.values())
+            containers_ready = all(c.ready for c in rt.containers.values())
+            current = self.pods.get(rt.name, rt.namespace) or pod
+            rt.gates_open = self._gates_open(current)
+            all_ready = containers_ready and rt.gates_open
             all_done = all(c.exit_code is not None and c.waiting_reason != "CrashLoopBackOff"
                            for c in rt.containers.values())  # fmt: skip
             phase = "Running"
@@ -449,7 +457,7 @@ class NodeSim:
             elif any(c.proc is None for c in rt.containers.values()):
                 phase = "Pending"
             conditions = []
-            for kind, value in (("Initialized", True), ("Ready", all_ready), ("ContainersReady", all_ready),
+            for kind, value in (("Initialized", True), ("Ready", all_ready), ("ContainersReady", containers_ready),
                                 ("PodScheduled", True)):  # fmt: skip
                 text = "True" if value else "False"
                 previous = rt.transitions.get(kind)
@@ -462,6 +470,12 @@ class NodeSim:
             }  # fmt: skip
             with contextlib.suppress(NotFound):
                 await self._patch_status(pod, status)
+
+    @staticmethod
+    def _gates_open(pod: Obj) -> bool:
+        """Pod readiness gates: Ready also needs each gate's condition True (set by some other controller)."""
+        conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
+        return all(conditions.get(g["conditionType"]) == "True" for g in pod["spec"].get("readinessGates") or [])
 
     async def _patch_status(self, pod: Obj, status: Obj) -> None:
         meta = pod["metadata"]

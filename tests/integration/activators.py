@@ -21,7 +21,15 @@ import httpx
 
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from tests.integration.kit import Cluster, metric_value, poll_until, service_account_kubeconfig
+from tests.integration.kit import (
+    Cluster,
+    is_ready,
+    metric_value,
+    poll_until,
+    service_account_kubeconfig,
+    wait_for,
+    watching,
+)
 
 SYSTEM_NAMESPACE = "localsched-system"
 
@@ -103,3 +111,30 @@ async def running_activator(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@dataclass(frozen=True)
+class NodeActivator:
+    """An activator of the DaemonSet (one per simulated node), as a client sees it."""
+
+    node: str
+    ip: str
+    pod: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:8012"
+
+    def headers(self, namespace: str, revision: str) -> dict[str, str]:
+        return {"Knative-Serving-Namespace": namespace, "Knative-Serving-Revision": revision}
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        return metric_value((await http.get(f"http://{self.ip}:9090/metrics")).text, name, **labels)
+
+
+async def daemonset_activators(kube: KubeClient) -> dict[str, NodeActivator]:
+    """The Ready activator of each node, by node name (waits until every scheduled one is Ready)."""
+    async with watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=activator") as pods:
+        ready = await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == len(c) and p)
+    return {p["spec"]["nodeName"]: NodeActivator(p["spec"]["nodeName"], p["status"]["podIP"], p["metadata"]["name"])
+            for p in ready}  # fmt: skip

@@ -33,7 +33,16 @@ from tests.integration.controllers import (
     running_controller,
     without_in_cluster_controller,
 )
-from tests.integration.kit import Cluster, condition, container_pid, is_ready, poll_until, wait_for, watching
+from tests.integration.kit import (
+    Cluster,
+    condition,
+    container_pid,
+    is_ready,
+    metric_value,
+    poll_until,
+    wait_for,
+    watching,
+)
 
 ACTIVATOR_SELECTOR = "app.kubernetes.io/name=activator"
 OURS = "app.kubernetes.io/managed-by=endpointsctl"
@@ -453,6 +462,52 @@ async def test_a_paused_leader_that_lost_its_lease_does_not_reconcile_when_it_re
         assert await paused.metric(http, "endpointsctl_reconciles_total") == reconciles
         assert await paused.metric(http, "endpointsctl_writes_total") == writes
         assert holder_process(leases) is standby
+
+
+async def test_a_returning_activator_is_taken_back_into_use_one_slot_at_a_time(
+    cluster: Cluster,
+    kube: KubeClient,
+    namespace: str,
+    activators: dict[str, Obj],
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+    devcluster: Path,
+) -> None:
+    names = [f"b{i}-00001" for i in range(9)]
+    settings = {"leader_elect": "false", "rebalance_delay_seconds": "1"}
+    await quiet(kube)
+    async with without_in_cluster_controller(kube), running_controller(
+        cluster, kube, http, tmp_path, identity="rebalancer", settings=settings
+    ) as controller, watching(kube, r.ACTIVATION_ENDPOINTS) as aes:  # fmt: skip
+        await create_revisions(kube, namespace, names, annotations=TBC_ZERO)
+        await settle(aes, namespace, names)
+        victim = Counter(a for n in names for a in chosen(aes.get(n, namespace))).most_common(1)[0][0]
+
+        os.kill(container_pid(activators[victim]), signal.SIGKILL)
+        await wait_for(aes, lambda c: all(victim not in chosen(ae) for ae in c), 60)
+        without = {(ae["metadata"]["namespace"], ae["metadata"]["name"]): frozenset(chosen(ae)) for ae in aes}
+        rebalances = await controller.metric(http, "endpointsctl_rebalances_total")
+
+        await activators_ready(kube)  # the kubelet restarts it; Ready for the rebalance delay, it is rebalanced onto
+
+        async def rebalanced() -> bool:
+            text = await controller.metrics(http)
+            done = metric_value(text, "endpointsctl_rebalances_total") > rebalances
+            return done and metric_value(text, "endpointsctl_work_queue_depth") == 0
+
+        await poll_until(rebalanced, 30, "a rebalance onto the returning activator")
+        moved_count = await controller.metric(http, "endpointsctl_rebalanced_revisions_total")
+        await wait_for(aes, lambda c: sum(victim in chosen(ae) for ae in c) == moved_count, 30)
+        now = {(ae["metadata"]["namespace"], ae["metadata"]["name"]): frozenset(chosen(ae)) for ae in aes}
+        moved = {key for key in without if key in now and now[key] != without[key]}
+        print(f"\n{victim} back: {len(moved)} of {len(now)} revisions moved one slot onto it")
+        assert moved, "the returning activator was not taken back into use"
+        slots = sum(len(c) for c in now.values())
+        assert len(moved) <= slots // len(activators)  # at most its fair share
+        for key in moved:
+            assert now[key] - without[key] == {victim}  # one slot each, onto the returning activator
+            assert len(without[key] - now[key]) == 1
+    await activators_ready(kube)
 
 
 async def test_an_algorithm_from_a_separate_package_is_selected_by_configuration(

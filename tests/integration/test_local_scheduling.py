@@ -1,0 +1,301 @@
+"""Local scheduling on a 3-node devcluster, through the DaemonSet's activators (one per node)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from devcluster.samples import sample_revision
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient, Obj
+from localsched.kube.watching import Event, WatchCache
+from tests.integration.activators import NodeActivator, daemonset_activators
+from tests.integration.kit import container_pid, create_revision, is_ready, poll_until, wait_for, watching
+
+SCHEDULED_BY = "localsched.dev/scheduled-by"
+
+
+@dataclass
+class RevisionWatch:
+    """What a revision went through while watched: the most Ready pods and replicas at once, every pod created."""
+
+    pods: WatchCache
+    deployments: WatchCache
+    max_ready: int = 0
+    max_replicas: int = 0
+    created: list[str] = field(default_factory=list)
+
+    def on_pod(self, event: Event) -> None:
+        if event.type == "ADDED":
+            self.created.append(event.obj["metadata"]["name"])
+        self.max_ready = max(self.max_ready, sum(1 for p in self.pods if is_ready(p)))
+
+    def on_deployment(self, event: Event) -> None:
+        self.max_replicas = max(self.max_replicas, int(event.obj["spec"].get("replicas") or 0))
+
+    def settled(self, namespace: str, deployment: str) -> int | None:
+        """The replica count once pods (none terminating) equal the Deployment's replicas, all Ready."""
+        d = self.deployments.get(deployment, namespace)
+        pods = [p for p in self.pods if not p["metadata"].get("deletionTimestamp")]
+        if d is None or len(pods) != len(list(self.pods)):
+            return None
+        replicas = int(d["spec"].get("replicas") or 0)
+        return replicas if replicas == len(pods) and all(is_ready(p) for p in pods) else None
+
+
+@contextlib.asynccontextmanager
+async def watch_revision(kube: KubeClient, namespace: str, revision: str) -> AsyncIterator[RevisionWatch]:
+    selector = f"serving.knative.dev/revision={revision}"
+    pods = WatchCache(kube, r.PODS, namespace=namespace, label_selector=selector)
+    deployments = WatchCache(kube, r.DEPLOYMENTS, namespace=namespace, label_selector=selector)
+    watch = RevisionWatch(pods, deployments)
+    pods.add_handler(watch.on_pod)
+    deployments.add_handler(watch.on_deployment)
+    pods.start()
+    deployments.start()
+    try:
+        await pods.wait_synced(30)
+        await deployments.wait_synced(30)
+        yield watch
+    finally:
+        await pods.stop()
+        await deployments.stop()
+
+
+async def scale_to_zero(kube: KubeClient, watch: RevisionWatch, namespace: str, revision: str) -> None:
+    await kube.patch(r.DEPLOYMENTS, f"{revision}-deployment", {"spec": {"replicas": 0}}, namespace)
+    await wait_for(watch.pods, lambda c: len(c) == 0)
+
+
+def node_name_writer(pod: Obj) -> set[str]:
+    """The field managers that wrote spec.nodeName (kube-scheduler binds through pods/binding, never like this)."""
+    return {m["manager"] for m in pod["metadata"].get("managedFields") or [] if "f:nodeName" in json.dumps(m)}
+
+
+async def test_cold_request_to_the_activator_on_node_b_gets_its_pod_on_node_b_without_the_scheduler(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient
+) -> None:
+    activators = await daemonset_activators(kube)
+    await create_revision(kube, sample_revision("local-00001", namespace))
+    wasted = []
+    async with watch_revision(kube, namespace, "local-00001") as watch:
+        for _ in range(5):
+            created_before = len(watch.created)
+            answer = await http.get(f"{activators['node-2'].url}/", headers=activators["node-2"].headers(
+                namespace, "local-00001"))  # fmt: skip
+            assert answer.status_code == 200
+            assert answer.json()["node"] == "node-2"
+            pod = watch.pods.get(answer.json()["pod"], namespace)
+            assert pod is not None
+            assert pod["metadata"]["labels"][SCHEDULED_BY] == "node-2"
+            assert pod["spec"]["nodeName"] == "node-2"
+            assert node_name_writer(pod) == {"activator"}, "spec.nodeName must come from the activator's create"
+            assert await wait_for(watch.pods, lambda c: watch.settled(namespace, "local-00001-deployment")) == 1
+            wasted.append(len(watch.created) - created_before - 1)
+            await scale_to_zero(kube, watch, namespace, "local-00001")
+    events = await kube.list(r.EVENTS, namespace, field_selector="reason=LocalScheduled")
+    assert len(events["items"]) >= 5
+    print(f"\nwasted pod creations per local cold start (5 cold starts): {wasted}")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "max_scale", "cycles", "per_activator"),
+    [
+        pytest.param("autoscaling.knative.dev/max-scale", 1, 30, 1, id="max-scale-1"),
+        pytest.param("autoscaling.knative.dev/maxScale", 1, 30, 1, id="legacy-maxScale-1"),
+        pytest.param("autoscaling.knative.dev/max-scale", 2, 10, 5, id="max-scale-2-bursts"),
+    ],
+)
+async def test_three_activators_racing_never_push_a_revision_past_max_scale(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient, annotation: str, max_scale: int, cycles: int,
+    per_activator: int,
+) -> None:  # fmt: skip
+    activators = await daemonset_activators(kube)
+    name = "capped-00001"
+    await create_revision(kube, sample_revision(name, namespace, annotations={annotation: str(max_scale)}))
+    statuses: Counter[int] = Counter()
+    async with watch_revision(kube, namespace, name) as watch:
+        for _ in range(cycles):
+            answers = await asyncio.gather(*(
+                http.get(f"{a.url}/", headers=a.headers(namespace, name))
+                for a in activators.values() for _ in range(per_activator)
+            ))  # fmt: skip
+            statuses.update(a.status_code for a in answers)
+            await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment"))
+            await scale_to_zero(kube, watch, namespace, name)
+    print(f"\nmaxScale {max_scale} ({annotation}), {cycles} cycles: {dict(statuses)}; most Ready at once "
+          f"{watch.max_ready}, most replicas {watch.max_replicas}, pods created {len(watch.created)}")  # fmt: skip
+    assert statuses == {200: cycles * per_activator * len(activators)}
+    assert watch.max_replicas <= max_scale
+    assert watch.max_ready <= max_scale
+
+
+def _taint(node: Obj) -> list[Obj]:
+    return [*(node["spec"].get("taints") or []), {"key": "localsched.dev/test", "value": "x", "effect": "NoSchedule"}]
+
+
+@contextlib.asynccontextmanager
+async def tainted(kube: KubeClient, node: str) -> AsyncIterator[None]:
+    before = await kube.get(r.NODES, node)
+    await kube.patch(r.NODES, node, {"spec": {"taints": _taint(before)}})
+    try:
+        yield
+    finally:
+        current = await kube.get(r.NODES, node)
+        rest = [t for t in current["spec"].get("taints") or [] if t["key"] != "localsched.dev/test"]
+        await kube.patch(r.NODES, node, {"spec": {"taints": rest or None}})
+
+
+@contextlib.asynccontextmanager
+async def custom_scheduler(kube: KubeClient, namespace: str, name: str, node: str) -> AsyncIterator[None]:
+    """A stand-in scheduler called ``name`` that binds its pods to ``node`` through pods/binding."""
+    pods = WatchCache(kube, r.PODS, namespace=namespace, field_selector=f"spec.schedulerName={name}")
+    bound: set[str] = set()
+
+    def bind(event: Event) -> None:
+        pod = event.obj["metadata"]["name"]
+        if event.type == "ADDED" and not event.obj["spec"].get("nodeName") and pod not in bound:
+            bound.add(pod)
+            body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}  # fmt: skip
+            asyncio.get_running_loop().create_task(
+                kube.request("POST", r.PODS.path(namespace, pod, "binding"), body=body)
+            )
+
+    pods.add_handler(bind)
+    pods.start()
+    try:
+        yield
+    finally:
+        await pods.stop()
+
+
+@contextlib.asynccontextmanager
+async def filled(kube: KubeClient, namespace: str, node: str, cpu: str) -> AsyncIterator[None]:
+    filler = {
+        "metadata": {"name": f"filler-{node}"},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "sleep",
+                    "image": "none",
+                    "command": ["sleep", "3600"],
+                    "resources": {"requests": {"cpu": cpu}},
+                }
+            ],
+        },
+    }
+    await kube.create(r.PODS, filler, namespace)  # fmt: skip
+    async with watching(kube, r.PODS, namespace) as pods:
+        await wait_for(
+            pods, lambda c: (p := c.get(f"filler-{node}", namespace)) and p["status"].get("phase") == "Running"
+        )
+    yield
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        pytest.param("taint", "TaintNotTolerated", id="tainted-node"),
+        pytest.param("node_selector", "NodeSelectorMismatch", id="node-selector-excludes-the-node"),
+        pytest.param("custom_scheduler", "CustomScheduler", id="custom-scheduler"),
+        pytest.param("does_not_fit", "InsufficientCPU", id="pod-does-not-fit"),
+    ],
+)
+async def test_a_node_the_pod_may_not_use_gets_no_local_pod_and_the_request_is_still_served(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient, case: str, reason: str
+) -> None:
+    activators = await daemonset_activators(kube)
+    node3: NodeActivator = activators["node-3"]
+    extra: dict[str, object] = {}
+    context: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+    cpu = "100m"
+    if case == "taint":
+        context = tainted(kube, "node-3")
+    elif case == "node_selector":
+        extra = {"nodeSelector": {"kubernetes.io/hostname": "node-1"}}
+    elif case == "custom_scheduler":
+        extra = {"schedulerName": "test-scheduler"}
+        context = custom_scheduler(kube, namespace, "test-scheduler", "node-1")
+    else:
+        context = filled(kube, namespace, "node-3", "3")
+        cpu = "1500m"
+    name = "picky-00001"
+    before = await node3.metric(http, "activator_local_scheduling_skips_total", reason=reason)
+    async with context:
+        await create_revision(kube, sample_revision(name, namespace, cpu=cpu, pod_spec_extra=extra))
+        answer = await http.get(f"{node3.url}/", headers=node3.headers(namespace, name))
+        assert answer.status_code == 200
+        assert answer.json()["node"] != "node-3"
+        pods = await kube.list(r.PODS, namespace, label_selector=f"serving.knative.dev/revision={name}")
+        assert all(p["spec"].get("nodeName") != "node-3" for p in pods["items"])
+        assert not any(SCHEDULED_BY in (p["metadata"].get("labels") or {}) for p in pods["items"])
+    assert await node3.metric(http, "activator_local_scheduling_skips_total", reason=reason) == before + 1
+
+
+async def test_activator_killed_right_after_creating_its_pod_finishes_the_cold_start_once_restarted(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient
+) -> None:
+    activators = await daemonset_activators(kube)
+    node1 = activators["node-1"]
+    activator_pod = await kube.get(r.PODS, node1.pod, "localsched-system")
+    pid = container_pid(activator_pod)
+    restarts = activator_pod["status"]["containerStatuses"][0]["restartCount"]
+    name = "crash-00001"
+    await create_revision(kube, sample_revision(name, namespace, startup_delay=0.5))
+    async with watch_revision(kube, namespace, name) as watch:
+
+        def kill_on_create(event: Event) -> None:
+            labels = event.obj["metadata"].get("labels") or {}
+            if event.type == "ADDED" and labels.get(SCHEDULED_BY) == "node-1":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+        watch.pods.add_handler(kill_on_create)
+        with contextlib.suppress(httpx.TransportError):
+            await http.get(f"{node1.url}/", headers=node1.headers(namespace, name))
+        [created] = await wait_for(watch.pods, lambda c: [p for p in c if (p["metadata"].get("labels") or {})
+                                                           .get(SCHEDULED_BY) == "node-1"] or None)  # fmt: skip
+        async with watching(kube, r.PODS, "localsched-system") as system:
+            await wait_for(system, lambda c: (p := c.get(node1.pod, "localsched-system")) and is_ready(p)
+                           and p["status"]["containerStatuses"][0]["restartCount"] > restarts, timeout=60)  # fmt: skip
+        # The restarted activator finds the stand-in it never handed over, and the ReplicaSet takes it.
+        name_of_ours = created["metadata"]["name"]
+        adopted = await wait_for(watch.pods, lambda c: (p := c.get(name_of_ours, namespace))
+                                 and p["metadata"].get("ownerReferences") and p)  # fmt: skip
+        assert adopted["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+        assert await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment")) == 1
+        assert [p["metadata"]["name"] for p in watch.pods] == [name_of_ours]
+        answer = await http.get(f"{node1.url}/", headers=node1.headers(namespace, name))
+        assert answer.status_code == 200
+        assert answer.json()["pod"] == name_of_ours
+
+
+async def test_a_failed_pod_left_by_a_dead_activator_is_deleted_when_it_comes_back(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient
+) -> None:
+    activators = await daemonset_activators(kube)
+    node1 = activators["node-1"]
+    activator_pod = await kube.get(r.PODS, node1.pod, "localsched-system")
+    os.kill(container_pid(activator_pod), signal.SIGKILL)
+    leftover = {"metadata": {"name": "leftover", "labels": {SCHEDULED_BY: "node-1"}}, "spec": {"nodeName": "node-1",
+                "containers": [{"name": "x", "image": "none", "command": ["sleep", "60"],
+                                "resources": {"requests": {"cpu": "64"}}}]}}  # fmt: skip
+    await kube.create(r.PODS, leftover, namespace)
+    async with watching(kube, r.PODS, namespace) as pods:
+        await wait_for(pods, lambda c: c.get("leftover", namespace) is None, timeout=60)
+
+    async def counted() -> bool:
+        return await node1.metric(http, "activator_local_pods_total", outcome="failed_deleted") >= 1
+
+    await poll_until(counted, 30, "the restarted activator to count the cleanup")
