@@ -1,116 +1,29 @@
-"""Real activator processes for integration tests, with settings of the test's choosing.
-
-Each runs as its own OS process (``python -m activator``) under the ``activator`` ServiceAccount's token, so the
-manifests' RBAC is what it gets. It listens on an address in a simulated node's range, as a DaemonSet pod there
-would.
-"""
+"""Activators for integration tests: the DaemonSet's per-node ones, and processes with chosen settings."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from devcluster.activators import SYSTEM_NAMESPACE, Activator, metric_value
+from devcluster.activators import running_activator as _running_activator
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from tests.integration.kit import (
-    Cluster,
-    is_ready,
-    metric_value,
-    poll_until,
-    service_account_kubeconfig,
-    wait_for,
-    watching,
-)
+from tests.integration.kit import Cluster, is_ready, wait_for, watching
 
-SYSTEM_NAMESPACE = "localsched-system"
-
-
-@dataclass
-class Activator:
-    node: str
-    ip: str
-    process: asyncio.subprocess.Process
-    log: Path
-    port: int = 8012
-    admin_port: int = 9090
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
-
-    def headers(self, namespace: str, revision: str) -> dict[str, str]:
-        return {"Knative-Serving-Namespace": namespace, "Knative-Serving-Revision": revision}
-
-    async def metrics(self, http: httpx.AsyncClient) -> str:
-        return (await http.get(f"http://{self.ip}:{self.admin_port}/metrics")).text
-
-    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
-        return metric_value(await self.metrics(http), name, **labels)
-
-    def peak_rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM in /proc status")
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS in /proc status")
-
-
-async def activator_token(kube: KubeClient) -> str:
-    account = await kube.get(r.SERVICEACCOUNTS, "activator", SYSTEM_NAMESPACE)
-    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], SYSTEM_NAMESPACE)
-    return base64.b64decode(secret["data"]["token"]).decode()
+__all__ = ["Activator", "NodeActivator", "daemonset_activators", "running_activator"]
 
 
 @contextlib.asynccontextmanager
 async def running_activator(
     cluster: Cluster, kube: KubeClient, http: httpx.AsyncClient, tmp: Path, *, node: str, ip: str, **settings: str
 ) -> AsyncIterator[Activator]:
-    """Start an activator for ``node`` on ``ip`` with ``LOCALSCHED_*`` ``settings``; stop it afterwards."""
-    kubeconfig = service_account_kubeconfig(cluster.kubeconfig, await activator_token(kube), tmp / f"{ip}.kubeconfig")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
-    env.update({"NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": ip,
-                "LOCALSCHED_DRAIN_SECONDS": "0.5"})  # fmt: skip
-    env.update({f"LOCALSCHED_{k.upper()}": v for k, v in settings.items()})
-    log = tmp / f"activator-{ip}.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "activator", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
-    activator = Activator(node, ip, process, log)
-
-    async def ready() -> bool:
-        if process.returncode is not None:
-            raise AssertionError(f"activator exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return (await http.get(f"http://{ip}:9090/readyz", timeout=1)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        await poll_until(ready, 30, f"activator on {ip} to be ready")
+    async with _running_activator(cluster.kubeconfig, kube, http, tmp, node=node, ip=ip, **settings) as activator:
         yield activator
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 60)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
+from devcluster.activators import metric_value, service_account_kubeconfig
 from localsched.kube import resources as rs
 from localsched.kube.client import KubeClient
 from localsched.kube.resources import Resource
 from localsched.kube.watching import WatchCache
+
+__all__ = ["metric_value", "service_account_kubeconfig"]  # re-exported for the tests
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -92,25 +92,6 @@ async def poll_until(check: Callable[[], Awaitable[T | None]], timeout: float, w
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)  # paces a deadline-bounded poll, not synchronisation; noqa: sleep-ok
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``, from a Prometheus text exposition."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-def service_account_kubeconfig(cluster_kubeconfig: str, token: str, path: Path) -> Path:
-    base = yaml.safe_load(Path(cluster_kubeconfig).read_text())
-    config = {**base, "users": [{"name": "sa", "user": {"token": token}}],
-              "contexts": [{"name": "sa", "context": {"cluster": base["clusters"][0]["name"], "user": "sa"}}],
-              "current-context": "sa"}  # fmt: skip
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 async def create_revision(kube: KubeClient, revision: Obj) -> None:

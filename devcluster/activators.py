@@ -1,0 +1,136 @@
+"""Real activator processes outside the DaemonSet, with settings of the caller's choosing (tests, benchmarks).
+
+Each runs as its own OS process (``python -m activator``) under the ``activator`` ServiceAccount's token, so the
+manifests' RBAC is what it gets. It listens on an address in a simulated node's range, as a DaemonSet pod there
+would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+
+SYSTEM_NAMESPACE = "localsched-system"
+
+
+@dataclass
+class Activator:
+    node: str
+    ip: str
+    process: asyncio.subprocess.Process
+    log: Path
+    port: int = 8012
+    admin_port: int = 9090
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+    def headers(self, namespace: str, revision: str) -> dict[str, str]:
+        return {"Knative-Serving-Namespace": namespace, "Knative-Serving-Revision": revision}
+
+    async def metrics(self, http: httpx.AsyncClient) -> str:
+        return (await http.get(f"http://{self.ip}:{self.admin_port}/metrics")).text
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        return metric_value(await self.metrics(http), name, **labels)
+
+    def peak_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``, from a Prometheus text exposition."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def service_account_kubeconfig(cluster_kubeconfig: str, token: str, path: Path) -> Path:
+    base = yaml.safe_load(Path(cluster_kubeconfig).read_text())
+    config = {**base, "users": [{"name": "sa", "user": {"token": token}}],
+              "contexts": [{"name": "sa", "context": {"cluster": base["clusters"][0]["name"], "user": "sa"}}],
+              "current-context": "sa"}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def activator_token(kube: KubeClient) -> str:
+    account = await kube.get(r.SERVICEACCOUNTS, "activator", SYSTEM_NAMESPACE)
+    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], SYSTEM_NAMESPACE)
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+@contextlib.asynccontextmanager
+async def running_activator(
+    kubeconfig_path: str,
+    kube: KubeClient,
+    http: httpx.AsyncClient,
+    tmp: Path,
+    *,
+    node: str,
+    ip: str,
+    **settings: str,
+) -> AsyncIterator[Activator]:
+    """Start an activator for ``node`` on ``ip`` with ``LOCALSCHED_*`` ``settings``; stop it afterwards."""
+    kubeconfig = service_account_kubeconfig(kubeconfig_path, await activator_token(kube), tmp / f"{ip}.kubeconfig")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
+    env.update({"NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": ip,
+                "LOCALSCHED_DRAIN_SECONDS": "0.5"})  # fmt: skip
+    env.update({f"LOCALSCHED_{k.upper()}": v for k, v in settings.items()})
+    log = tmp / f"activator-{ip}.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "activator", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    activator = Activator(node, ip, process, log)
+
+    async def ready() -> bool:
+        if process.returncode is not None:
+            raise RuntimeError(f"activator exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return (await http.get(f"http://{ip}:9090/readyz", timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await ready():
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"activator on {ip} not ready within 30s:\n{log.read_text()[-3000:]}")
+            await asyncio.sleep(0.05)
+        yield activator
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 60)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
