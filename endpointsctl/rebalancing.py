@@ -2,14 +2,16 @@
 
 Stickiness keeps every revision where it is, so a new activator would only ever receive new revisions and those
 short of N. :func:`rebalance_onto` moves single slots onto it until it holds its fair share (the mean load of the
-Ready activators): each step takes the busiest activator of the newcomer's zone (same zone, so zone spread is
-unchanged; ties by name) that is busier than the newcomer by more than one, and re-selects one of its revisions
-with stickiness released for that donor only. The move is kept only when exactly that slot lands on the newcomer
-(the newcomer must pass the revision's filters); a donor none of whose revisions can move is skipped.
+Ready activators). Each step takes a donor busier than the newcomer by more than one -- from the newcomer's own zone
+first, busiest first, ties by name -- and re-selects one of the donor's revisions with stickiness released for that
+donor only. The move is kept only when exactly that slot lands on the newcomer (the newcomer must pass the
+revision's filters and win on score) and the revision spans no fewer zones than before (a same-zone move never
+changes the zones; a move across zones must not undo zone spread). A donor none of whose revisions can move is
+skipped.
 
 Churn is bounded: every move changes one slot of one revision, at most ``target`` moves in all -- about
 1/activators of all slots. Pure and synchronous, like the selection it drives; the caller publishes the moved
-revisions. (The scale simulation in ``loadtest/subsetting_sim.py`` measured this idea first.)
+revisions. (The scale simulation in ``loadtest/subsetting_sim.py`` measured the same-zone form of this first.)
 """
 
 from __future__ import annotations
@@ -56,16 +58,16 @@ def rebalance_onto(
     if activator is None or not activator.ready:
         return Rebalance(newcomer, target, (), 0)
     load = assignments.load()
-    donors = {
-        a.name for a in snapshot.activators.values() if a.zone == activator.zone and a.name != newcomer and a.ready
-    }
+    zone_of = {a.name: a.zone for a in snapshot.activators.values()}
+    donors = {a.name for a in snapshot.activators.values() if a.name != newcomer and a.ready}
     tried: set[tuple[str, str]] = set()
     moves: list[AssignmentChange] = []
     attempts = 0
     while load.get(newcomer, 0) < target and donors:
-        donor = min(donors, key=lambda name: (-load.get(name, 0), name))
+        donor = min(donors, key=lambda name: (zone_of[name] != activator.zone, -load.get(name, 0), name))
         if load.get(donor, 0) <= load.get(newcomer, 0) + 1:
-            break  # moving more would only swap which one is busier
+            donors.discard(donor)  # moving more would only swap which one is busier
+            continue
         for key in sorted(assignments.revisions_of(donor)):
             current = frozenset(assignments.get(key))
             if newcomer in current or (key, donor) in tried:
@@ -77,7 +79,9 @@ def rebalance_onto(
             attempts += 1
             released = RevisionRequest(key, request.pod_spec, current - {donor})
             selection = algorithm.select(snapshot, released, len(current))
-            if frozenset(selection.chosen) == (current - {donor}) | {newcomer}:
+            after = frozenset(selection.chosen)
+            zones_kept = len({zone_of.get(n, "") for n in after}) >= len({zone_of.get(n, "") for n in current})
+            if after == (current - {donor}) | {newcomer} and zones_kept:
                 moves.append(assignments.set(key, selection.chosen))
                 break
         else:

@@ -106,3 +106,36 @@ def test_an_unknown_or_unready_newcomer_is_left_alone() -> None:
 def test_fair_share_is_the_mean_load_rounded_down() -> None:
     assert fair_share({"a": 3, "b": 4}, ["a", "b", "c"]) == 2
     assert fair_share({}, []) == 0
+
+
+def test_with_one_activator_per_zone_slots_come_from_other_zones_without_losing_zone_spread() -> None:
+    activators, nodes = cluster(3)  # one activator per zone, like the devcluster
+    assignments = Assignments()
+    returning = "act-02"  # zone-c; it was away while the revisions were assigned
+    away = {name: a for name, a in activators.items() if name != returning}
+    assign_all(assignments, Snapshot(away, nodes, assignments.load()), 12, 2)
+    snapshot = Snapshot(activators, nodes, assignments.load())
+    before = {key: frozenset(chosen) for key, chosen in assignments.items()}
+
+    result = rebalance_onto(assignments, ALGORITHM, snapshot, returning, target=8, request_of=request_of)
+
+    assert assignments.load()[returning] == len(result.moves) == 8  # 24 slots over 3 activators
+    for move in result.moves:
+        assert move.added == {returning}
+        assert len(move.removed) == 1
+        assert len({activators[n].zone for n in move.after}) == 2  # still two zones
+    assert sum(frozenset(c) != before[k] for k, c in assignments.items()) == 8
+
+
+def test_a_move_that_would_shrink_a_revisions_zones_is_not_made() -> None:
+    activators, nodes = cluster(3)
+    assignments = Assignments()
+    assign_all(assignments, Snapshot(activators, nodes, assignments.load()), 6, 3)  # every revision in all 3 zones
+    activators["act-new"] = Activator("act-new", "10.0.1.1", "node-new", "zone-a", True)
+    nodes["node-new"] = node("node-new", "zone-a")
+    snapshot = Snapshot(activators, nodes, assignments.load())
+    result = rebalance_onto(assignments, ALGORITHM, snapshot, "act-new", target=4, request_of=request_of)
+    for move in result.moves:
+        (donor,) = move.removed
+        assert activators[donor].zone == "zone-a"  # only zone-a's slot can move to a zone-a activator
+    assert len(result.moves) == 3  # zone-a's 6 slots level out over its two activators
