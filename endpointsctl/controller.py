@@ -171,6 +171,8 @@ class Controller:
     def _on_activation_endpoints(self, event: Event) -> None:
         if event.type == "MODIFIED" and event.old is not None and not _spec_changed(event.old, event.obj):
             return  # our own status write, or labels
+        if event.type != "DELETED" and self.writer.is_echo(event.obj):
+            return  # our own create or adoption
         if event.type == "DELETED":
             self.writer.forget(publishing.KIND, *key_of(event.obj))
         namespace, name = key_of(event.obj)
