@@ -13,12 +13,13 @@ Only the kubelet stays on the critical path. The steps (docs/local-scheduling.md
 3. Once the kubelet runs it, claim a replica under maxScale (``claiming.claim_replica``: optimistic concurrency
    on the scale subresource). The pod carries a readiness gate (``localsched.dev/claimed``) that only a won claim
    opens, so a pod whose claim was lost to a racing activator is never Ready; it is deleted.
-4. Once the ReplicaSet's replicas include the claim, adopt the pod: add the hash label and the ReplicaSet as its
-   controller. The ReplicaSet may have made a pod of its own for the claimed replica by then and now trims one.
-   kube 1.20 has no pod-deletion-cost; it deletes unscheduled before scheduled, Pending before Running, unready
-   before ready (creation times tie: one-second resolution). Its pod was made after ours was Running, so it is
-   at best Pending: it loses. Such wasted creations are counted. After adoption there is nothing to hand off and
-   nothing to leak: the pod is the ReplicaSet's.
+4. Right after the claim, raise the current ReplicaSet to the claimed count (the deployment controller would, a
+   hop later) and adopt the pod: add the hash label and the ReplicaSet as its controller. If the ReplicaSet made
+   a pod of its own for the replica in those milliseconds, it now trims one. kube 1.20 has no
+   pod-deletion-cost; it deletes unscheduled before scheduled, then Pending before Running, then unready before
+   ready (creation times tie: one-second resolution). Its pod is milliseconds old and not yet scheduled; ours has
+   been running since before the claim: it loses. Such wasted creations are counted. After adoption there is
+   nothing to hand off and nothing to leak: the pod is the ReplicaSet's. Then the readiness gate opens.
 
 An activator that restarts finds stand-ins its node's activators left unadopted (label ``scheduled-by``) and
 adopts them, and deletes those the kubelet rejected. Anything that fails after the claim falls back by itself:
@@ -34,7 +35,7 @@ import secrets
 import time
 from typing import Any
 
-from activator.claiming import claim_replica, read_scale
+from activator.claiming import claim_replica, raise_replicaset, read_scale
 from activator.metrics import Metrics
 from activator.scaling import StandardPath
 from localsched.knative import REVISION_LABEL, Revision
@@ -188,13 +189,15 @@ class LocalPath:
                 self._skip(revision, "MaxScale")
                 await self._delete(revision.namespace, name, "lost_claim")
                 return "max_scale"
+            # Back to back: raise the ReplicaSet (the deployment controller would, a hop later) and adopt. A pod the
+            # ReplicaSet makes in between is milliseconds old and unscheduled when it trims: it goes first.
+            await raise_replicaset(self.kube, replicaset, claim.after)
+            await self._adopt(revision.namespace, name, revision, claim.after, replicaset)
             await self._open_gate(revision.namespace, name)
-        except BaseException:
+        finally:
             self._adopting.discard(key)
-            raise
         log.info("revision %s: created %s on %s (replicas %d -> %d) in %.3fs", revision.key, name,
                  self.node_name, claim.before, claim.after, time.monotonic() - started)  # fmt: skip
-        self._spawn(self._adopt_then_forget(revision.namespace, name, revision, claim.after))
         await self._record(revision, name)
         return self.name
 
@@ -224,24 +227,20 @@ class LocalPath:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _adopt_then_forget(self, namespace: str, pod: str, revision: Revision, replicas: int) -> None:
-        try:
-            await self._adopt(namespace, pod, revision, replicas)
-        finally:
-            self._adopting.discard((namespace, pod))
-
-    async def _adopt(self, namespace: str, pod: str, revision: Revision, replicas: int) -> None:
-        """Hand the stand-in to the ReplicaSet once its replicas include the claim (or after a deadline)."""
+    async def _adopt(
+        self, namespace: str, pod: str, revision: Revision, replicas: int, replicaset: Obj | None = None
+    ) -> None:
+        """Hand the stand-in to the ReplicaSet (given, else once its replicas include the claim, or a deadline)."""
 
         def ready_rs(cache: WatchCache) -> Obj | None:
             rs = current_replicaset(cache, revision)
             return rs if rs is not None and int(rs["spec"].get("replicas") or 0) >= replicas else None
 
-        replicaset: Obj | None
-        try:
-            replicaset = await self.replicasets.wait_for(ready_rs, ADOPTION_WAIT_SECONDS)
-        except TimeoutError:
-            replicaset = current_replicaset(self.replicasets, revision)
+        if replicaset is None:
+            try:
+                replicaset = await self.replicasets.wait_for(ready_rs, ADOPTION_WAIT_SECONDS)
+            except TimeoutError:
+                replicaset = current_replicaset(self.replicasets, revision)
         delay = 0.5
         for _ in range(ADOPTION_ATTEMPTS):
             replicaset = current_replicaset(self.replicasets, revision) if replicaset is None else replicaset
@@ -323,6 +322,10 @@ class LocalPath:
                 if claim is None:
                     await self._delete(meta["namespace"], meta["name"], "lost_claim")
                     return
+                replicaset = current_replicaset(self.replicasets, revision)
+                if replicaset is not None:
+                    await raise_replicaset(self.kube, replicaset, claim.after)
+                    await self._adopt(meta["namespace"], meta["name"], revision, claim.after, replicaset)
                 await self._open_gate(meta["namespace"], meta["name"])
                 replicas = claim.after
             log.info("finishing the cold start of %s/%s left by an earlier activator", meta["namespace"], meta["name"])

@@ -8,6 +8,10 @@ Endpoints: ``GET /`` answers JSON (pod, node, requests, in-flight, max in-flight
 S seconds (concurrency tests); ``POST /upload`` streams the body and answers its size and sha256;
 ``GET /stats`` the counters; ``GET /healthz`` 200 (503 after ``POST /admin/unready``, until
 ``POST /admin/ready``: lets tests prove readiness probes are really executed).
+
+On SIGTERM it drains as Knative's queue-proxy does: it keeps serving for ``DRAIN_SECONDS`` (0.5), answering with
+``Connection: close`` and failing readiness, and exits once nothing is in flight, so no request on a kept-alive
+connection is cut.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Stats:
 STATS = Stats()
 HEALTHY = threading.Event()
 HEALTHY.set()
+DRAINING = threading.Event()
 IDENTITY = {
     "pod": os.environ.get("POD_NAME", os.environ.get("HOSTNAME", "")),
     "node": os.environ.get("NODE_NAME", ""),
@@ -74,13 +79,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if DRAINING.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/healthz":
-            healthy = HEALTHY.is_set()
+            healthy = HEALTHY.is_set() and not DRAINING.is_set()
             self._json(200 if healthy else 503, {"ok": healthy})
             return
         if url.path == "/stats":
@@ -139,8 +147,18 @@ def main() -> None:
         time.sleep(delay)
     server = Server((os.environ.get("POD_IP", "0.0.0.0"), int(os.environ.get("PORT", "8080"))), Handler)
 
+    drain = float(os.environ.get("DRAIN_SECONDS", "0.5"))
+
+    def drain_then_stop() -> None:
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline or STATS.snapshot()["in_flight"] > 0:
+            time.sleep(0.05)
+        server.shutdown()
+
     def stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        if not DRAINING.is_set():
+            DRAINING.set()
+            threading.Thread(target=drain_then_stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     print(f"sampleapp listening on {server.server_address}", file=sys.stderr, flush=True)
