@@ -89,13 +89,13 @@ def main() -> None:
     md = f"""# Warm path: through the activator vs straight to the pod
 
 `python -m loadtest.warm_path --rounds {args.rounds} --seconds {args.seconds} --concurrency {args.concurrency}`
-(one run, rounds alternating; medians over rounds; errors: {result['errors']}).
+(one run, rounds alternating; medians over rounds; errors: {result["errors"]}).
 
 | path | req/s | p50 ms | p90 ms | p99 ms |
 |---|---|---|---|---|
-| direct to pod | {s['direct']['rps']:.0f} | {s['direct']['p50_ms']:.2f} | {s['direct']['p90_ms']:.2f} | {s['direct']['p99_ms']:.2f} |
-| through activator | {s['activator']['rps']:.0f} | {s['activator']['p50_ms']:.2f} | {s['activator']['p90_ms']:.2f} | {s['activator']['p99_ms']:.2f} |
-| ratio activator/direct | {s['ratio_activator_over_direct']['rps']} | {s['ratio_activator_over_direct']['p50_ms']} | | {s['ratio_activator_over_direct']['p99_ms']} |
+| direct to pod | {s["direct"]["rps"]:.0f} | {s["direct"]["p50_ms"]:.2f} | {s["direct"]["p90_ms"]:.2f} | {s["direct"]["p99_ms"]:.2f} |
+| through activator | {s["activator"]["rps"]:.0f} | {s["activator"]["p50_ms"]:.2f} | {s["activator"]["p90_ms"]:.2f} | {s["activator"]["p99_ms"]:.2f} |
+| ratio activator/direct | {s["ratio_activator_over_direct"]["rps"]} | {s["ratio_activator_over_direct"]["p50_ms"]} | | {s["ratio_activator_over_direct"]["p99_ms"]} |
 
 The load generator (httpx, one process) shares the machine's 2 cores with the pod and the activator, so absolute
 figures are bounded by the generator; the ratio is the claim.
