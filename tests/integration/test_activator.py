@@ -36,11 +36,15 @@ def spread_over(nodes: list[str], revision: str) -> dict[str, object]:
     }}  # fmt: skip
 
 
+@pytest.mark.parametrize("path", ["standard", "local"])
 async def test_revision_at_zero_answers_fifty_queued_requests_once_its_pod_is_ready(
-    cluster: Cluster, kube: KubeClient, namespace: str, http: httpx.AsyncClient, tmp_path: Path
+    path: str, cluster: Cluster, kube: KubeClient, namespace: str, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     await create_revision(kube, sample_revision("cold-00001", namespace, startup_delay=0.5))
-    async with running_activator(cluster, kube, http, tmp_path, node="node-1", ip=ACTIVATOR_IP) as activator:
+    local = "true" if path == "local" else "false"
+    async with running_activator(
+        cluster, kube, http, tmp_path, node="node-1", ip=ACTIVATOR_IP, local_scheduling=local
+    ) as activator:
         headers = activator.headers(namespace, "cold-00001")
         answers = await asyncio.gather(*(http.get(f"{activator.url}/", headers=headers) for _ in range(50)))
         assert Counter(a.status_code for a in answers) == {200: 50}
@@ -49,7 +53,7 @@ async def test_revision_at_zero_answers_fifty_queued_requests_once_its_pod_is_re
         assert not any("Knative-Serving-Revision" in a.json()["headers"] for a in answers)
         scale = await kube.get_scale(r.DEPLOYMENTS, "cold-00001-deployment", namespace)
         assert scale["spec"]["replicas"] == 1
-        assert await activator.metric(http, "activator_cold_starts_total", outcome="ready", path="standard") == 1
+        assert await activator.metric(http, "activator_cold_starts_total", outcome="ready", path=path) == 1
 
 
 async def test_container_concurrency_one_never_has_two_requests_in_flight_at_the_pod(
