@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from localsched.settings import SettingsError, add, boolean, value
+from localsched.settings import Reader, SettingsError, add
 
 
 @dataclass(frozen=True)
@@ -82,17 +82,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     environ = os.environ if env is None else env
     args = parser().parse_args(argv)
 
-    def text(flag: str, default: str) -> str:
-        return value(args, flag, default, str, env=environ)
-
-    def whole(flag: str, default: int, low: int, high: int | None = None) -> int:
-        bounds = f">= {low}" if high is None else f"from {low} to {high}"
-        return value(args, flag, default, int, env=environ, expect=f"a whole number {bounds}",
-                     check=lambda x: x >= low and (high is None or x <= high))  # fmt: skip
-
-    def number(flag: str, default: float, *, allow_zero: bool = False) -> float:
-        return value(args, flag, default, float, env=environ, expect="a number >= 0" if allow_zero else "a number > 0",
-                     check=lambda x: x >= 0 if allow_zero else x > 0)  # fmt: skip
+    read = Reader(args, environ)
+    text, whole, number = read.text, read.whole, read.number
 
     node = text("--node-name", environ.get("NODE_NAME", ""))
     if not node:
@@ -123,7 +114,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             max_attempts=whole("--max-attempts", Forwarding.max_attempts, 1, 10),
             suspect_seconds=number("--suspect-seconds", Forwarding.suspect_seconds),
         ),
-        local_scheduling=value(args, "--local-scheduling", True, boolean, env=environ, expect="true or false"),
+        local_scheduling=read.flag("--local-scheduling", True),
         cluster_domain=text("--cluster-domain", "cluster.local"),
         kubeconfig=text("--kubeconfig", "") or None,
         log_level=level,

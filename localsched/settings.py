@@ -58,3 +58,27 @@ def boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+class Reader:
+    """Typed reads of flags-or-env for one daemon's ``from_args``: each names its key in any error."""
+
+    def __init__(self, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> None:
+        self.args = args
+        self.env = os.environ if env is None else env
+
+    def text(self, flag: str, default: str) -> str:
+        return value(self.args, flag, default, str, env=self.env)
+
+    def whole(self, flag: str, default: int, low: int, high: int | None = None) -> int:
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        return value(self.args, flag, default, int, env=self.env, expect=f"a whole number {bounds}",
+                     check=lambda x: x >= low and (high is None or x <= high))  # fmt: skip
+
+    def number(self, flag: str, default: float, *, allow_zero: bool = False) -> float:
+        expect = "a number >= 0" if allow_zero else "a number > 0"
+        return value(self.args, flag, default, float, env=self.env, expect=expect,
+                     check=lambda x: x >= 0 if allow_zero else x > 0)  # fmt: skip
+
+    def flag(self, flag: str, default: bool) -> bool:
+        return value(self.args, flag, default, boolean, env=self.env, expect="true or false")

@@ -1,0 +1,50 @@
+"""Activator settings: flags over LOCALSCHED_* env over defaults, validated with the bad key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from activator.settings import from_args
+from localsched.settings import SettingsError
+
+
+def test_defaults_need_only_the_node_name_from_the_downward_api() -> None:
+    settings = from_args([], env={"NODE_NAME": "node-1", "POD_IP": "10.0.0.5"})
+    assert (settings.identity.node_name, settings.identity.pod_ip) == ("node-1", "10.0.0.5")
+    assert settings.local_scheduling is True
+    assert settings.throttling.queue_limit == 1000
+
+
+def test_a_flag_beats_the_environment() -> None:
+    settings = from_args(["--queue-limit", "7"], env={"NODE_NAME": "n", "LOCALSCHED_QUEUE_LIMIT": "9"})
+    assert settings.throttling.queue_limit == 7
+
+
+def test_the_environment_sets_what_no_flag_does() -> None:
+    env = {"NODE_NAME": "n", "LOCALSCHED_LOCAL_SCHEDULING": "false", "LOCALSCHED_CONNECT_TIMEOUT_SECONDS": "0.25"}
+    settings = from_args([], env=env)
+    assert settings.local_scheduling is False
+    assert settings.forwarding.connect_timeout_seconds == 0.25
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        pytest.param([], {}, "NODE_NAME", id="node-name-missing"),
+        pytest.param(["--queue-limit", "0"], {}, "--queue-limit='0'", id="queue-limit-zero"),
+        pytest.param(["--port", "70000"], {}, "--port='70000'", id="port-out-of-range"),
+        pytest.param(
+            [],
+            {"LOCALSCHED_ACTIVATION_TIMEOUT_SECONDS": "-1"},
+            "LOCALSCHED_ACTIVATION_TIMEOUT_SECONDS",
+            id="negative-timeout-from-env",
+        ),  # fmt: skip
+        pytest.param([], {"LOCALSCHED_LOCAL_SCHEDULING": "maybe"}, "LOCALSCHED_LOCAL_SCHEDULING", id="not-a-boolean"),
+        pytest.param(["--max-attempts", "abc"], {}, "--max-attempts='abc'", id="not-a-number"),
+        pytest.param(["--log-level", "loud"], {}, "--log-level", id="unknown-log-level"),
+    ],
+)
+def test_a_bad_setting_fails_fast_naming_the_key_and_value(argv: list[str], env: dict[str, str], named: str) -> None:
+    env = {"NODE_NAME": "n", **env} if named != "NODE_NAME" else env
+    with pytest.raises(SettingsError, match=named.replace("[", r"\[")):
+        from_args(argv, env=env)
