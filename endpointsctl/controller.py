@@ -22,23 +22,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from endpointsctl import publishing, status
 from endpointsctl.assignments import Assignments
-from endpointsctl.inventory import (
-    ActivatorPod,
-    Change,
-    NodeFacts,
-    activator_change,
-    activator_of,
-    node_change,
-    ready_pods,
-    zone_of,
-)
+from endpointsctl.inventory import ActivatorPod, Change
 from endpointsctl.metrics import Metrics
+from endpointsctl.observing import ClusterView, service_key
 from endpointsctl.queueing import WorkQueue
 from endpointsctl.rebalancing import fair_share, rebalance_onto
 from endpointsctl.recording import Recorder
@@ -50,12 +41,11 @@ from localsched import knative
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import AlreadyExists, Invalid, KubeError
-from localsched.kube.slices import MANAGED_BY_LABEL, SERVICE_NAME_LABEL
+from localsched.kube.slices import MANAGED_BY_LABEL
 from localsched.kube.watching import Event, WatchCache, key_of
 
 log = logging.getLogger(__name__)
 
-PRIVATE_SUFFIX = "-private"
 OUTPUT_SUFFIX = "-activationendpoints"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 PRIVATE_SERVICE_LABEL = "networking.internal.knative.dev/serviceType=Private"
@@ -95,15 +85,7 @@ class Controller:
         self.leading = False
         self.slice_version = ""
         self.caches: dict[str, WatchCache] = {}
-        # Derived from the caches, kept current on every replica.
-        self._activators: dict[str, ActivatorPod] = {}
-        self._on_node: dict[str, set[str]] = {}
-        self._nodes: dict[str, Obj] = {}
-        self._node_facts: dict[str, NodeFacts] = {}
-        self._snapshot: Snapshot | None = None
-        self._ready_pods: dict[str, int] = {}
-        self._autoscaler = knative.AutoscalerConfig()
-        self._autoscaler_error: str | None = None
+        self.view = ClusterView()  # derived from the caches, kept current on every replica
         # The leader's bookkeeping, reset when it stops leading.
         self._short: set[str] = set()  # revisions with fewer activators than N
         self._node_dependent: set[str] = set()  # revisions whose N comes from the number of nodes
@@ -136,7 +118,7 @@ class Controller:
         # serviceType=Private, so only those slices are watched, not every slice in the cluster.
         private_selector = f"{MANAGED_BY_LABEL}={ENDPOINTSLICE_CONTROLLER},{PRIVATE_SERVICE_LABEL}"
         private = cache("private-slices", slices, self._on_private_slice, label_selector=private_selector)
-        private.add_index("service", lambda s: [_service_key(s)])
+        private.add_index("service", lambda s: [service_key(s)])
         output = f"{publishing.APP_MANAGED_BY_LABEL}={publishing.APP_MANAGED_BY}"
         cache("slices", slices, self._on_output, label_selector=f"{MANAGED_BY_LABEL}={publishing.SLICE_MANAGER}")
         cache("services", r.SERVICES, self._on_output, label_selector=output)
@@ -189,70 +171,22 @@ class Controller:
         self._enqueue([revision_key(namespace, name.removesuffix(OUTPUT_SUFFIX))], "output")
 
     def _on_private_slice(self, event: Event) -> None:
-        service = _service_key(event.obj)
-        namespace, _, name = service.partition("/")
-        if not name.endswith(PRIVATE_SUFFIX):
-            return
-        key = revision_key(namespace, name.removesuffix(PRIVATE_SUFFIX))
-        count = ready_pods(self.caches["private-slices"].by_index("service", service))
-        if self._ready_pods.get(key, 0) != count:
-            if count:
-                self._ready_pods[key] = count
-            else:
-                self._ready_pods.pop(key, None)
+        key = self.view.private_slice_event(event, self.caches["private-slices"])
+        if key is not None:
             self._enqueue([key], "ready-pods")
 
     def _on_autoscaler(self, event: Event) -> None:
-        data = None if event.type == "DELETED" else event.obj.get("data")
-        try:
-            config, error = knative.AutoscalerConfig.from_configmap(data), None
-        except knative.AutoscalerConfigError as exc:
-            config, error = self._autoscaler, f"config-autoscaler: {exc}; keeping the last valid configuration"
-            log.warning("%s", error)
-        if (config, error) != (self._autoscaler, self._autoscaler_error):
-            self._autoscaler, self._autoscaler_error = config, error
+        if self.view.autoscaler_event(event):
             self._enqueue(self._revision_keys(), "config")
 
     def _on_activator(self, event: Event) -> None:
-        name = event.obj["metadata"]["name"]
-        new = None if event.type == "DELETED" else activator_of(event.obj, self._zone)
-        self._apply_activator(name, new)
-
-    def _apply_activator(self, name: str, new: ActivatorPod | None) -> None:
-        old = self._activators.get(name)
-        if old == new:
-            return
-        if old is not None:
-            self._on_node.get(old.activator.node, set()).discard(name)
-        if new is None:
-            self._activators.pop(name, None)
-        else:
-            self._activators[name] = new
-            self._on_node.setdefault(new.activator.node, set()).add(name)
-        self._snapshot = None
-        self._react(activator_change(old, new, self.assignments.revisions_of), "activator", newcomer=name)
+        change = self.view.activator_event(event, self.assignments.revisions_of)
+        if change is not None:
+            self._react(change, "activator", newcomer=event.obj["metadata"]["name"])
 
     def _on_node_event(self, event: Event) -> None:
-        name = event.obj["metadata"]["name"]
-        old = self._node_facts.get(name)
-        new = None if event.type == "DELETED" else NodeFacts.of(event.obj)
-        if new is None:
-            self._nodes.pop(name, None)
-            self._node_facts.pop(name, None)
-        else:
-            self._nodes[name] = event.obj
-            self._node_facts[name] = new
-        if old == new:
-            return
-        self._snapshot = None
-        on_node = sorted(self._on_node.get(name, ()))
-        self._react(node_change(old, new, on_node, self.assignments.revisions_of), "node")
-        for activator in on_node:  # the zone may have changed
-            current = self._activators[activator]
-            zone = zone_of(event.obj) if new is not None else current.activator.zone
-            if zone != current.activator.zone:
-                moved = ActivatorPod(replace(current.activator, zone=zone), current.namespace, current.uid)
-                self._apply_activator(activator, moved)
+        for change, activator in self.view.node_event(event, self.assignments.revisions_of):
+            self._react(change, "node" if activator is None else "activator", newcomer=activator)
 
     def _react(self, change: Change, cause: str, *, newcomer: str | None = None) -> None:
         self._enqueue(sorted(change.revisions), cause)
@@ -263,28 +197,17 @@ class Controller:
         if change.node_set_changed:
             self._enqueue(sorted(self._node_dependent - change.revisions - self._short), "node-set")
 
-    def _zone(self, node: str) -> str:
-        return zone_of(self._nodes.get(node))
-
     def _revision_keys(self) -> list[str]:
         return [revision_key(*key_of(obj)) for obj in self.caches["revisions"]]
 
     # -- snapshot -------------------------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Activators and nodes as selection sees them; rebuilt only after something relevant changed, so that
-        feasible sets computed for one revision are reused by the next with the same scheduling constraints."""
-        if self._snapshot is None:
-            activators = {name: a.activator for name, a in self._activators.items()}
-            self._snapshot = Snapshot(activators, dict(self._nodes), self.assignments.load())
-        return self._snapshot
-
-    def ready_activators(self) -> list[str]:
-        return sorted(name for name, a in self._activators.items() if a.activator.ready)
+        return self.view.snapshot(self.assignments.load())
 
     def observe(self) -> None:
         """Refresh the gauges that summarize state (called when /metrics is scraped)."""
-        self.metrics.observe_load(self.assignments.load(), self.ready_activators())
+        self.metrics.observe_load(self.assignments.load(), self.view.ready_activators())
         self.metrics.queue_depth.labels("queued").set(len(self.queue))
         self.metrics.queue_depth.labels("in_progress").set(self.queue.in_progress)
 
@@ -308,8 +231,7 @@ class Controller:
     def _seed(self) -> None:
         """Resume what a previous leader published (assignments, refused Endpoints addresses), so that a handover
         moves and writes nothing."""
-        self.assignments = Assignments()
-        self._snapshot = None
+        self.assignments = Assignments()  # the snapshot follows: it is rebuilt for a new load view
         revisions = self.caches["revisions"]
         for ae in self.caches["activationendpoints"]:
             namespace, name = key_of(ae)
@@ -355,11 +277,11 @@ class Controller:
     def rebalance(self, name: str) -> int:
         """Move single slots onto activator ``name`` up to its fair share; queue the moved revisions."""
         self._rebalance_timers.pop(name, None)
-        pod = self._activators.get(name)
+        pod = self.view.activators.get(name)
         if not self.leading or pod is None or not pod.activator.ready:
             return 0
         load = self.assignments.load()
-        target = fair_share(load, self.ready_activators())
+        target = fair_share(load, self.view.ready_activators())
         if load.get(name, 0) + 1 >= target:
             return 0
         result = rebalance_onto(
@@ -400,7 +322,7 @@ class Controller:
         try:
             rev = knative.Revision.from_object(revision)
         except knative.RevisionSpecError as exc:
-            kept = [self._activators[n] for n in self.assignments.get(key) if n in self._activators]
+            kept = [self.view.activators[n] for n in self.assignments.get(key) if n in self.view.activators]
             previous = int((ae.get("status") or {}).get("desiredActivators") or 0)
             outcome = status.Outcome(generation, self.algorithm_name, kept, revision_error=str(exc),
                                      previous_desired=previous)  # fmt: skip
@@ -409,7 +331,7 @@ class Controller:
 
         override, spec_error = publishing.spec_override(ae)
         sizing, chosen = self._select(key, rev, override)
-        pods = [self._activators[n] for n in chosen]
+        pods = [self.view.activators[n] for n in chosen]
         self.metrics.subset_size.labels(namespace, name).set(len(pods))
         self.metrics.desired_subset_size.labels(namespace, name).set(sizing.desired)
 
@@ -421,13 +343,13 @@ class Controller:
         except OutputConflict as exc:
             conflict = str(exc)
         outcome = status.Outcome(generation, self.algorithm_name, pods, sizing=sizing, spec_error=spec_error,
-                                 autoscaler_error=self._autoscaler_error, conflict=conflict,
+                                 autoscaler_error=self.view.autoscaler_error, conflict=conflict,
                                  endpoints_rejected=rejected)  # fmt: skip
         await self._write_status(ae, outcome)
 
     def _select(self, key: str, rev: knative.Revision, override: int | None) -> tuple[Sizing, list[str]]:
         """Size and select (synchronously: no other reconcile interleaves) and record the assignment."""
-        config = self._autoscaler
+        config = self.view.autoscaler
         tbc = rev.effective_target_burst_capacity(config)
 
         def size(eligible: int) -> Sizing:
@@ -435,11 +357,11 @@ class Controller:
                 spec_override=override,
                 target_burst_capacity=tbc,
                 max_node_selection=self.settings.subsetting.max_node_selection,
-                ready_pods=self._ready_pods.get(key, 0),
+                ready_pods=self.view.ready_pods.get(key, 0),
                 per_pod_capacity=rev.per_pod_capacity(config),
                 activator_capacity=config.activator_capacity,
                 eligible=eligible,
-                nodes=len(self._nodes),
+                nodes=len(self.view.nodes),
             )
 
         snapshot = self.snapshot()
@@ -450,7 +372,7 @@ class Controller:
         sizing = size(selection.eligible)
         # A third-party algorithm is trusted with the choice, not with the bounds: known activators, no
         # duplicates, at most N.
-        chosen = [n for n in dict.fromkeys(selection.chosen) if n in self._activators][: sizing.desired]
+        chosen = [n for n in dict.fromkeys(selection.chosen) if n in self.view.activators][: sizing.desired]
         change = self.assignments.set(key, chosen)
         if change.changed:
             self.metrics.assignment_changes.labels("selection").inc()
@@ -511,15 +433,7 @@ class Controller:
         new = status.status(meta["name"], outcome, previous, now())
         await self.writer.replace_status(r.ACTIVATION_ENDPOINTS, fresh, new)
         if self.recorder is not None:
-            self._record_transitions(fresh, previous, new)
-
-    def _record_transitions(self, ae: Obj, previous: Obj, new: Obj) -> None:
-        assert self.recorder is not None
-        before = {c.get("type"): c.get("status") for c in previous.get("conditions") or ()}
-        for condition in new["conditions"]:
-            kind, holds = condition["type"], condition["status"] == "True"
-            if kind in WARNING_CONDITIONS and holds and before.get(kind) != "True":
-                self.recorder.record(ae, "Warning", condition["reason"], condition["message"])
+            self.recorder.record_transitions(fresh, previous, new, WARNING_CONDITIONS)
 
     def _forget(self, key: str) -> None:
         self.assignments.remove_revision(key)
@@ -537,11 +451,6 @@ class Controller:
 
 class StaleLease(RuntimeError):
     """Raised instead of reconciling while leadership is unconfirmed; the queue retries the key later."""
-
-
-def _service_key(slice_obj: Obj) -> str:
-    meta = slice_obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{(meta.get('labels') or {}).get(SERVICE_NAME_LABEL, '')}"
 
 
 def _spec_changed(old: Obj, new: Obj) -> bool:

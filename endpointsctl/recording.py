@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,17 @@ class Recorder:
         task = asyncio.create_task(self._create(body), name=f"event:{reason}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def record_transitions(
+        self, involved: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any], kinds: Iterable[str]
+    ) -> None:
+        """A Warning event for each condition of ``kinds`` that turned True between two statuses."""
+        before = {c.get("type"): c.get("status") for c in previous.get("conditions") or ()}
+        watched = frozenset(kinds)
+        for condition in new.get("conditions") or ():
+            kind, holds = condition["type"], condition["status"] == "True"
+            if kind in watched and holds and before.get(kind) != "True":
+                self.record(involved, "Warning", condition["reason"], condition.get("message", ""))
 
     async def _create(self, body: Obj) -> None:
         try:
