@@ -40,7 +40,7 @@ from endpointsctl.writing import OutputConflict, Writer
 from localsched import knative
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
-from localsched.kube.errors import AlreadyExists, Invalid, KubeError
+from localsched.kube.errors import AlreadyExists, Forbidden, Invalid, KubeError
 from localsched.kube.slices import MANAGED_BY_LABEL
 from localsched.kube.watching import Event, WatchCache, key_of
 
@@ -305,6 +305,12 @@ class Controller:
         try:
             await self._reconcile(key)
             result = "success"
+        except Forbidden as exc:
+            if "being terminated" not in str(exc):
+                raise
+            # The namespace is being deleted: its Revision's deletion will come as an event; no retries until then.
+            log.debug("%s: namespace terminating: %s", key, exc)
+            result = "skipped"
         finally:
             self.metrics.reconciles.labels(result).inc()
             self.metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)

@@ -187,8 +187,8 @@ class LeaderElector:
         logged = False
         while not await self._attempt(retry):
             if not logged:
-                log.info("lease %s/%s is held by %r; standing by as %s", self.config.lease_namespace,
-                         self.config.lease_name, self.holder, self.identity)  # fmt: skip
+                log.info("lease %s/%s not acquired (last seen holder: %r); standing by as %s",
+                         self.config.lease_namespace, self.config.lease_name, self.holder, self.identity)  # fmt: skip
                 logged = True
             await asyncio.sleep(retry * random.uniform(1.0, 1.2))  # client-go's jitter factor 1.2
         log.info("acquired lease %s/%s as %s", self.config.lease_namespace, self.config.lease_name, self.identity)
