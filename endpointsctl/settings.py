@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from endpointsctl.subsetting.framework import DEFAULT_FILTERS, DEFAULT_WEIGHTS, SubsettingConfig
-from localsched.settings import SettingsError, add, boolean, env_name, value
+from localsched.settings import Reader, SettingsError, add, env_name
 
 DEFAULT_NAMESPACE = "localsched-system"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -140,20 +140,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     """Parse and validate; raises SettingsError naming the bad key and value."""
     environ = os.environ if env is None else env
     args = parser().parse_args(argv)
-
-    def text(flag: str, default: str) -> str:
-        return value(args, flag, default, str, env=environ)
-
-    def whole(flag: str, default: int, low: int, high: int | None = None) -> int:
-        bounds = f">= {low}" if high is None else f"from {low} to {high}"
-        return value(args, flag, default, int, env=environ, expect=f"a whole number {bounds}",
-                     check=lambda x: x >= low and (high is None or x <= high))  # fmt: skip
-
-    def seconds(flag: str, default: float) -> float:
-        return value(args, flag, default, float, env=environ, expect="a number of seconds > 0", check=lambda x: x > 0)
-
-    def flag_bool(flag: str, default: bool) -> bool:
-        return value(args, flag, default, boolean, env=environ, expect="true or false")
+    read = Reader(args, environ)
+    text, whole, seconds, flag_bool = read.text, read.whole, read.number, read.flag
 
     def source(flag: str) -> str:
         """The name the user set a flag by (the flag, else its env var): error messages name that one."""
