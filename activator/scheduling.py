@@ -30,6 +30,7 @@ pod is Ready first.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import secrets
 import time
@@ -53,6 +54,7 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 CLAIM_GATE = "localsched.dev/claimed"  # readiness gate: the pod may be Ready only once its replica is claimed
 ADOPTION_WAIT_SECONDS = 30.0
+ABANDONED_AFTER_SECONDS = 10.0  # a live activator adopts its stand-in within milliseconds of creating it
 ADOPTION_ATTEMPTS = 12  # with backoff up to 30 s between them: about five minutes
 
 
@@ -301,7 +303,8 @@ class LocalPath:
         if pod.get("status", {}).get("phase") == "Failed":
             self._spawn(self._delete_failed(*key))
         elif event.type == "ADDED" and is_stand_in(pod, self.node_name) and key not in self._adopting:
-            # Listed at start-up (or created by us): make sure it ends up the ReplicaSet's.
+            # Listed at start-up, or made by another activator on this node (two run during a rolling update):
+            # only one still unadopted well after its creation was abandoned by an activator that died.
             self._adopting.add(key)
             self._spawn(self._adopt_found(pod))
 
@@ -310,8 +313,15 @@ class LocalPath:
         meta = pod["metadata"]
         name = (meta.get("labels") or {}).get(REVISION_LABEL)
         try:
-            if name is None:
+            created = calendar.timegm(time.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+            await asyncio.sleep(max(0.0, created + ABANDONED_AFTER_SECONDS - time.time()))
+            try:
+                pod = await self.kube.get(r.PODS, meta["name"], meta["namespace"])
+            except NotFound:
                 return
+            meta = pod["metadata"]
+            if name is None or not is_stand_in(pod, self.node_name) or meta.get("deletionTimestamp"):
+                return  # its creator finished it after all
             revision_obj = await self.kube.get(r.REVISIONS, name, meta["namespace"])
             revision = Revision.from_object(revision_obj)
             if claimed(pod):

@@ -241,8 +241,13 @@ class NodeSim:
                                          preconditions={"uid": meta["uid"]})  # fmt: skip
             return
         if rt is not None:
-            if pod["spec"].get("readinessGates") and self._gates_open(pod) != rt.gates_open:
-                await self._publish(pod, rt)  # a readiness gate changed: Ready may change with it
+            # Like the kubelet's status manager: if the API says otherwise than we know (the node controller marks
+            # pods NotReady while a node is unreachable; a readiness gate was set), publish what we know again.
+            expected = all(c.ready for c in rt.containers.values()) and self._gates_open(pod)
+            ready_in_api = any(c.get("type") == "Ready" and c.get("status") == "True"
+                               for c in status.get("conditions") or [])  # fmt: skip
+            if expected != ready_in_api and not rt.stopping:
+                await self._publish(pod, rt)
             return
         if status.get("phase") in ("Succeeded", "Failed"):
             return
