@@ -177,12 +177,19 @@ class LocalPath:
         name = body["metadata"]["name"]
         key = (revision.namespace, name)
         self._adopting.add(key)  # this call adopts it; the watch's ADDED must not too
+        steps: dict[str, float] = {}
+
+        def step(label: str) -> None:
+            steps[label] = round(time.monotonic() - started, 3)
+
         try:
             await self.kube.create(r.PODS, body)
             self.metrics.local_pods.labels("created").inc()
+            step("created")
             # Claim only once the kubelet runs our pod: whatever pod the ReplicaSet makes for the claim is then
-            # younger and at best Pending when it trims one, so it trims its own (see the module docstring).
+            # younger and at best Pending when it trims (see the module docstring).
             phase = await self._phase_once_started(revision.namespace, name)
+            step("running")
             if phase != "Running":
                 self._skip(revision, f"Pod{phase or 'Gone'}")
                 return await self.standard.ensure_capacity(revision)
@@ -191,15 +198,18 @@ class LocalPath:
                 self._skip(revision, "MaxScale")
                 await self._delete(revision.namespace, name, "lost_claim")
                 return "max_scale"
+            step("claimed")
+            await self._open_gate(revision.namespace, name)  # the claim is all the gate waits for
+            step("gate_open")
             # Back to back: raise the ReplicaSet (the deployment controller would, a hop later) and adopt. A pod the
             # ReplicaSet makes in between is milliseconds old and unscheduled when it trims: it goes first.
             await raise_replicaset(self.kube, replicaset, claim.after)
             await self._adopt(revision.namespace, name, revision, claim.after, replicaset)
-            await self._open_gate(revision.namespace, name)
+            step("adopted")
         finally:
             self._adopting.discard(key)
-        log.info("revision %s: created %s on %s (replicas %d -> %d) in %.3fs", revision.key, name,
-                 self.node_name, claim.before, claim.after, time.monotonic() - started)  # fmt: skip
+        log.info("revision %s: created %s on %s (replicas %d -> %d); steps %s", revision.key, name, self.node_name,
+                 claim.before, claim.after, steps)  # fmt: skip
         await self._record(revision, name)
         return self.name
 

@@ -22,6 +22,7 @@ import httpx
 from devcluster.activators import running_activator
 from devcluster.samples import sample_revision
 from loadtest.harness import devcluster, namespace, write_results
+from localsched.knative import REVISION_LABEL
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.watching import WatchCache
@@ -44,8 +45,11 @@ async def at_zero(kube: KubeClient, ns: str, names: list[str]) -> None:
         await kube.patch(r.DEPLOYMENTS, f"{name}-deployment", {"spec": {"replicas": 0}}, ns)
     pods = WatchCache(kube, r.PODS, namespace=ns)
     pods.start()
+    wanted = set(names)
     try:
-        await pods.wait_for(lambda c: len(c) == 0, 120)
+        await pods.wait_for(
+            lambda c: not any((p["metadata"].get("labels") or {}).get(REVISION_LABEL) in wanted for p in c), 120
+        )
     finally:
         await pods.stop()
 
@@ -68,7 +72,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"singles": {p: [] for p in PATHS}, "bursts": {p: [] for p in PATHS}, "nodes": {}}
-    with devcluster(keep=args.keep) as spec, tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="localsched-coldbench-")  # the activators' logs stay for a look afterwards
+    with devcluster(keep=args.keep) as spec:
         async with (
             await KubeClient.from_environment(str(spec.kubeconfig)) as kube,
             httpx.AsyncClient(timeout=120, trust_env=False, limits=httpx.Limits(max_connections=200)) as http,
@@ -107,7 +112,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         assert all(s == 200 for _, _, s in answers), f"{path} burst: {[s for _, _, s in answers]}"
                         results["bursts"][path].extend(sec for sec, _, _ in answers)
                         await at_zero(kube, ns, names)
-    out = {
+    out: dict[str, Any] = {
+        "activator_logs": tmp,
         "settings": vars(args),
         "singles": {p: summary(v) for p, v in results["singles"].items()},
         "bursts": {p: summary(v) for p, v in results["bursts"].items()},
