@@ -69,6 +69,9 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body until the client's
+    # delayed ACK (40 ms on Linux) on every kept-alive request.
+    disable_nagle_algorithm = True
     server_version = "localsched-sampleapp/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
