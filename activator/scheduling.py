@@ -199,13 +199,14 @@ class LocalPath:
                 await self._delete(revision.namespace, name, "lost_claim")
                 return "max_scale"
             step("claimed")
-            await self._open_gate(revision.namespace, name)  # the claim is all the gate waits for
-            step("gate_open")
             # Back to back: raise the ReplicaSet (the deployment controller would, a hop later) and adopt. A pod the
-            # ReplicaSet makes in between is milliseconds old and unscheduled when it trims: it goes first.
+            # ReplicaSet makes in between is milliseconds old and unscheduled when it trims: it goes first. (Opening
+            # the gate before this widened that window enough for the ReplicaSet's pod to get scheduled.)
             await raise_replicaset(self.kube, replicaset, claim.after)
             await self._adopt(revision.namespace, name, revision, claim.after, replicaset)
             step("adopted")
+            await self._open_gate(revision.namespace, name)
+            step("gate_open")
         finally:
             self._adopting.discard(key)
         log.info("revision %s: created %s on %s (replicas %d -> %d); steps %s", revision.key, name, self.node_name,
