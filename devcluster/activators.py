@@ -8,11 +8,7 @@ would.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +17,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from localsched.kube import resources as r
+from devcluster.daemons import daemon_env, running_daemon, service_account_token
 from localsched.kube.client import KubeClient
 
 SYSTEM_NAMESPACE = "localsched-system"
@@ -82,9 +78,7 @@ def service_account_kubeconfig(cluster_kubeconfig: str, token: str, path: Path) 
 
 
 async def activator_token(kube: KubeClient) -> str:
-    account = await kube.get(r.SERVICEACCOUNTS, "activator", SYSTEM_NAMESPACE)
-    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], SYSTEM_NAMESPACE)
-    return base64.b64decode(secret["data"]["token"]).decode()
+    return await service_account_token(kube, SYSTEM_NAMESPACE, "activator")
 
 
 @contextlib.asynccontextmanager
@@ -100,37 +94,9 @@ async def running_activator(
 ) -> AsyncIterator[Activator]:
     """Start an activator for ``node`` on ``ip`` with ``LOCALSCHED_*`` ``settings``; stop it afterwards."""
     kubeconfig = service_account_kubeconfig(kubeconfig_path, await activator_token(kube), tmp / f"{ip}.kubeconfig")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
-    env.update({"NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": ip,
-                "LOCALSCHED_DRAIN_SECONDS": "0.5"})  # fmt: skip
-    env.update({f"LOCALSCHED_{k.upper()}": v for k, v in settings.items()})
+    base = {"NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": ip,
+            "LOCALSCHED_DRAIN_SECONDS": "0.5"}  # fmt: skip
     log = tmp / f"activator-{ip}.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "activator", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
-    activator = Activator(node, ip, process, log)
-
-    async def ready() -> bool:
-        if process.returncode is not None:
-            raise RuntimeError(f"activator exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return (await http.get(f"http://{ip}:9090/readyz", timeout=1)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while not await ready():
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"activator on {ip} not ready within 30s:\n{log.read_text()[-3000:]}")
-            await asyncio.sleep(0.05)
-        yield activator
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 60)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with running_daemon("activator", env=daemon_env(base, settings), log=log,
+                              ready_url=f"http://{ip}:9090/readyz", http=http) as process:  # fmt: skip
+        yield Activator(node, ip, process, log)

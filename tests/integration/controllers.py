@@ -8,25 +8,21 @@ ServiceAccount's token, so the manifests' RBAC is what it gets, and takes the sa
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from devcluster.daemons import daemon_env, running_daemon, service_account_token
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from tests.integration.kit import (
     Cluster,
     is_ready,
     metric_value,
-    poll_until,
     service_account_kubeconfig,
     wait_for,
     watching,
@@ -65,9 +61,7 @@ def lease_holder(lease: Obj | None) -> str:
 
 
 async def endpointsctl_token(kube: KubeClient) -> str:
-    account = await kube.get(r.SERVICEACCOUNTS, "endpointsctl", SYSTEM_NAMESPACE)
-    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], SYSTEM_NAMESPACE)
-    return base64.b64decode(secret["data"]["token"]).decode()
+    return await service_account_token(kube, SYSTEM_NAMESPACE, "endpointsctl")
 
 
 def free_port() -> int:
@@ -93,38 +87,18 @@ async def running_controller(
         cluster.kubeconfig, await endpointsctl_token(kube), tmp / f"endpointsctl-{identity}.kubeconfig"
     )
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
-    environ.update({"KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": "127.0.0.1",
-                    "LOCALSCHED_ADMIN_PORT": str(port), "LOCALSCHED_IDENTITY": identity,
-                    "LOCALSCHED_SHUTDOWN_TIMEOUT_SECONDS": "2"})  # fmt: skip
-    environ.update(env or {})
-    environ.update({f"LOCALSCHED_{k.upper()}": v for k, v in (settings or {}).items()})
+    base = {"KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": "127.0.0.1", "LOCALSCHED_ADMIN_PORT": str(port),
+            "LOCALSCHED_IDENTITY": identity, "LOCALSCHED_SHUTDOWN_TIMEOUT_SECONDS": "2", **(env or {})}  # fmt: skip
     log = tmp / f"endpointsctl-{identity}.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "endpointsctl", env=environ, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
-    controller = ControllerProcess(identity, port, process, log)
-
-    async def ready() -> bool:
-        if process.returncode is not None:
-            raise AssertionError(f"endpointsctl exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return (await http.get(f"{controller.admin}/readyz", timeout=1)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        await poll_until(ready, 30, f"endpointsctl {identity} to be ready")
-        yield controller
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with running_daemon(
+        "endpointsctl",
+        env=daemon_env(base, settings),
+        log=log,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        http=http,
+        stop_timeout=20,
+    ) as process:
+        yield ControllerProcess(identity, port, process, log)
 
 
 @dataclass(frozen=True)

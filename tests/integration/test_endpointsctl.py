@@ -4,6 +4,7 @@ of the tests' own, with the real activator DaemonSet as the activators."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
@@ -362,15 +363,12 @@ async def test_a_node_tainted_against_a_revision_takes_its_activator_out_of_that
 # -- controllers of the tests' own ------------------------------------------------------------------------------------
 
 
-async def test_of_two_replicas_exactly_one_reconciles_and_killing_it_hands_over_within_the_lease_time(
-    cluster: Cluster,
-    kube: KubeClient,
-    namespace: str,
-    activators: dict[str, Obj],
-    http: httpx.AsyncClient,
-    slices: WatchCache,
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def two_replicas(
+    cluster: Cluster, kube: KubeClient, http: httpx.AsyncClient, tmp_path: Path, namespace: str
+) -> AsyncIterator[tuple[WatchCache, WatchCache, Callable[[WatchCache], Any], Any, Any]]:
+    """Two controller replicas (the in-cluster one scaled away); yields the lease and AE caches, a function naming
+    the replica holding the lease, the leader, and the standby."""
     timing = {"lease_duration_seconds": str(LEASE_SECONDS), "renew_deadline_seconds": "3",
               "retry_period_seconds": str(RETRY_SECONDS), "rebalance": "false"}  # fmt: skip
     async with without_in_cluster_controller(kube), watching(kube, r.LEASES, SYSTEM_NAMESPACE) as leases, \
@@ -383,8 +381,20 @@ async def test_of_two_replicas_exactly_one_reconciles_and_killing_it_hands_over_
             holder = lease_holder(cache.get(LEASE, SYSTEM_NAMESPACE))
             return next((p for prefix, p in by_prefix.items() if holder.startswith(prefix)), None)
 
-        first = await wait_for(leases, holder_process, 30)
-        standby = b if first is a else a
+        leader = await wait_for(leases, holder_process, 30)
+        yield leases, aes, holder_process, leader, (b if leader is a else a)
+
+
+async def test_of_two_replicas_exactly_one_reconciles_and_killing_it_hands_over_within_the_lease_time(
+    cluster: Cluster,
+    kube: KubeClient,
+    namespace: str,
+    activators: dict[str, Obj],
+    http: httpx.AsyncClient,
+    slices: WatchCache,
+    tmp_path: Path,
+) -> None:
+    async with two_replicas(cluster, kube, http, tmp_path, namespace) as (leases, aes, holder_process, first, standby):
         await create_revisions(kube, namespace, ["before-00001"], annotations=TBC_ZERO)
         await settle(aes, namespace, ["before-00001"])
         assert await first.metric(http, "endpointsctl_leader") == 1
@@ -422,20 +432,7 @@ async def test_a_paused_leader_that_lost_its_lease_does_not_reconcile_when_it_re
     http: httpx.AsyncClient,
     tmp_path: Path,
 ) -> None:
-    timing = {"lease_duration_seconds": str(LEASE_SECONDS), "renew_deadline_seconds": "3",
-              "retry_period_seconds": str(RETRY_SECONDS), "rebalance": "false"}  # fmt: skip
-    async with without_in_cluster_controller(kube), watching(kube, r.LEASES, SYSTEM_NAMESPACE) as leases, \
-            running_controller(cluster, kube, http, tmp_path, identity="replica-a", settings=timing) as a, \
-            running_controller(cluster, kube, http, tmp_path, identity="replica-b", settings=timing) as b, \
-            watching(kube, r.ACTIVATION_ENDPOINTS, namespace) as aes:  # fmt: skip
-        by_prefix = {"replica-a_": a, "replica-b_": b}
-
-        def holder_process(cache: WatchCache) -> Any:
-            holder = lease_holder(cache.get(LEASE, SYSTEM_NAMESPACE))
-            return next((p for prefix, p in by_prefix.items() if holder.startswith(prefix)), None)
-
-        paused = await wait_for(leases, holder_process, 30)
-        standby = b if paused is a else a
+    async with two_replicas(cluster, kube, http, tmp_path, namespace) as (leases, aes, holder_process, paused, standby):
         await create_revisions(kube, namespace, ["early-00001"], annotations=TBC_ZERO)
         await settle(aes, namespace, ["early-00001"])
 

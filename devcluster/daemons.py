@@ -1,0 +1,73 @@
+"""Running the project's daemons as plain processes (tests, benchmarks): env, readiness, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+
+
+async def service_account_token(kube: KubeClient, namespace: str, name: str) -> str:
+    """The token of a ServiceAccount's (legacy, 1.20) token secret: run a daemon under its real RBAC."""
+    account = await kube.get(r.SERVICEACCOUNTS, name, namespace)
+    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], namespace)
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    """The end of a daemon's log, for an error message."""
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
+def daemon_env(base: Mapping[str, str], settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's env without any ``LOCALSCHED_*``, plus ``base``, plus ``settings`` as ``LOCALSCHED_<KEY>``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSCHED_")}
+    env.update(base)
+    env.update({f"LOCALSCHED_{k.upper()}": v for k, v in (settings or {}).items()})
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    module: str, *, env: Mapping[str, str], log: Path, ready_url: str, http: httpx.AsyncClient,
+    stop_timeout: float = 60.0,
+) -> AsyncIterator[asyncio.subprocess.Process]:  # fmt: skip
+    """``python -m module`` until ``ready_url`` answers 200 (30 s at most); SIGTERM, then SIGKILL, afterwards."""
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=dict(env), stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+
+    async def ready() -> bool:
+        if process.returncode is not None:
+            raise RuntimeError(f"{module} exited with {process.returncode}:\n{tail(log)}")
+        try:
+            return (await http.get(ready_url, timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await ready():
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"{module} not ready within 30s:\n{tail(log)}")
+            await asyncio.sleep(0.05)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), stop_timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
