@@ -285,7 +285,10 @@ class NodeSim:
 
     async def _start(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod["spec"]
-        ip = self.free_ips.pop(0)
+        # A pod that ran here before this kubelet restarted keeps its address (the API refuses to change it).
+        known = pod.get("status", {}).get("podIP")
+        ip = known if known in self.free_ips else self.free_ips[0]
+        self.free_ips.remove(ip)
         directory = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         directory.mkdir(parents=True, exist_ok=True)
         rt = PodRuntime(
