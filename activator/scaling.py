@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from activator.claiming import update_scale
 from localsched.knative import Revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from localsched.kube.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +25,13 @@ class ColdStartPath(Protocol):
         """Make a replica of ``revision`` come (Ready when the tracker sees an endpoint); returns the path taken."""
 
 
-async def scale_from_zero(kube: KubeClient, revision: Revision, *, attempts: int = 10) -> bool:
-    """Replicas 0 → 1 on the Deployment's scale subresource, with the resourceVersion read (optimistic).
-
-    Returns whether this call raised the replicas; False when they were already above zero.
-    """
-    for _ in range(attempts):
-        scale = await kube.get_scale(r.DEPLOYMENTS, revision.deployment_name, revision.namespace)
-        if int(scale.get("spec", {}).get("replicas") or 0) > 0:
-            return False
-        scale["spec"] = {"replicas": 1}
-        try:
-            await kube.replace_scale(r.DEPLOYMENTS, scale)
-        except Conflict:
-            continue  # someone else wrote in between: read again and re-check
+async def scale_from_zero(kube: KubeClient, revision: Revision) -> bool:
+    """Replicas 0 → 1 on the Deployment's scale subresource (optimistic); False when they were already above 0."""
+    raised = await update_scale(kube, r.DEPLOYMENTS, revision.deployment_name, revision.namespace,
+                                lambda replicas: 1 if replicas == 0 else None)  # fmt: skip
+    if raised is not None:
         log.info("revision %s: scaled %s from 0 to 1", revision.key, revision.deployment_name)
-        return True
-    raise Conflict(f"could not scale {revision.deployment_name}: {attempts} conflicting writes in a row")
+    return raised is not None
 
 
 class StandardPath:

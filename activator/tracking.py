@@ -86,6 +86,7 @@ class Tracker:
         self._nodes_of: dict[str, frozenset[str]] = {}  # revision -> nodes its slices mention
         self._by_node: dict[str, set[str]] = {}  # node -> revisions with endpoints there
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._parsed: dict[str, tuple[str, Revision | KnativeValueError]] = {}  # key -> (resourceVersion, parsed)
 
     @property
     def caches(self) -> tuple[WatchCache, ...]:
@@ -97,10 +98,24 @@ class Tracker:
     # -- lookups ---------------------------------------------------------------------------------------------
 
     def revision(self, key: str) -> Revision | None:
-        """The parsed revision, None when unknown; raises KnativeValueError for an invalid one."""
+        """The parsed revision, None when unknown; raises KnativeValueError for an invalid one.
+
+        Parsed once per resourceVersion: this is on every request's path."""
         namespace, _, name = key.partition("/")
         obj = self.revisions.get(name, namespace)
-        return None if obj is None else Revision.from_object(obj)
+        if obj is None:
+            return None
+        version = str(obj["metadata"].get("resourceVersion", ""))
+        cached = self._parsed.get(key)
+        if cached is None or cached[0] != version:
+            try:
+                cached = (version, Revision.from_object(obj))
+            except KnativeValueError as exc:
+                cached = (version, exc)
+            self._parsed[key] = cached
+        if isinstance(cached[1], KnativeValueError):
+            raise cached[1]
+        return cached[1]
 
     def throttler(self, key: str) -> Throttler:
         return self.throttlers.get(key)
@@ -212,13 +227,15 @@ class Tracker:
         key = f"{meta['namespace']}/{meta['name']}"
         if event.type == "DELETED":
             self.throttlers.remove(key)
+            self._parsed.pop(key, None)
             return
         throttler = self.throttlers.peek(key)
         if throttler is None:
             return
         try:
-            revision = Revision.from_object(event.obj)
+            revision = self.revision(key)
         except KnativeValueError as exc:
             log.warning("revision %s is invalid: %s", key, exc)
             return
-        throttler.update(self.endpoints(key), revision.container_concurrency)
+        if revision is not None:
+            throttler.update(self.endpoints(key), revision.container_concurrency)

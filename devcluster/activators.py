@@ -51,12 +51,6 @@ class Activator:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM in /proc status")
 
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS in /proc status")
-
 
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``, from a Prometheus text exposition."""

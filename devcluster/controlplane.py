@@ -324,18 +324,6 @@ def restart_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     start_apiserver(spec, state, binaries.ensure(), pki.ensure(state_dir / "pki"))
 
 
-def stop_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    state = State(state_dir)
-    stop_group(state.processes["kube-apiserver"]["pid"])
-    state.processes["kube-apiserver"]["status"] = "stopped"
-    state.save()
-
-
-def start_stopped_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    state = State(state_dir)
-    start_apiserver(spec_of(state), state, binaries.ensure(), pki.ensure(state_dir / "pki"))
-
-
 def spec_of(state: State) -> ClusterSpec:
     raw = dict(state.data["spec"])
     raw["state_dir"] = Path(raw["state_dir"])

@@ -34,7 +34,6 @@ NO_HA = "NoHighAvailability"
 INVALID_SPEC = "InvalidSpec"
 INVALID_CONFIGURATION = "InvalidConfiguration"
 ENDPOINTS_PUBLISHED = "EndpointsPublished"
-CONDITION_TYPES = (READY, NOT_ENOUGH, NO_HA, INVALID_SPEC, INVALID_CONFIGURATION, ENDPOINTS_PUBLISHED)
 
 
 @dataclass(frozen=True)
