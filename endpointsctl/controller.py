@@ -27,6 +27,7 @@ from typing import Any
 
 from endpointsctl import publishing, status
 from endpointsctl.assignments import Assignments
+from endpointsctl.choosing import choose
 from endpointsctl.inventory import ActivatorPod, Change
 from endpointsctl.metrics import Metrics
 from endpointsctl.observing import ClusterView, service_key
@@ -353,8 +354,9 @@ class Controller:
                                  endpoints_rejected=rejected)  # fmt: skip
         await self._write_status(ae, outcome)
 
-    def _select(self, key: str, rev: knative.Revision, override: int | None) -> tuple[Sizing, list[str]]:
-        """Size and select (synchronously: no other reconcile interleaves) and record the assignment."""
+    def _select(self, key: str, rev: knative.Revision, override: int | None) -> tuple[Sizing, tuple[str, ...]]:
+        """Size and select (:func:`choose`; synchronously: no other reconcile interleaves) and record the
+        assignment."""
         config = self.view.autoscaler
         tbc = rev.effective_target_burst_capacity(config)
 
@@ -370,21 +372,15 @@ class Controller:
                 nodes=len(self.view.nodes),
             )
 
-        snapshot = self.snapshot()
         request = RevisionRequest(key, rev.pod_spec, frozenset(self.assignments.get(key)))
         self._requests[key] = request
-        wanted = size(len(snapshot.activators)).desired
-        selection = self.algorithm.select(snapshot, request, wanted)
-        sizing = size(selection.eligible)
-        # A third-party algorithm is trusted with the choice, not with the bounds: known activators, no
-        # duplicates, at most N.
-        chosen = [n for n in dict.fromkeys(selection.chosen) if n in self.view.activators][: sizing.desired]
-        change = self.assignments.set(key, chosen)
+        choice = choose(self.algorithm, self.snapshot(), request, size)
+        change = self.assignments.set(key, choice.chosen)
         if change.changed:
             self.metrics.assignment_changes.labels("selection").inc()
-        (self._short.add if len(chosen) < sizing.desired else self._short.discard)(key)
+        (self._short.add if len(choice.chosen) < choice.sizing.desired else self._short.discard)(key)
         (self._node_dependent.add if tbc == knative.UNLIMITED_BURST_CAPACITY else self._node_dependent.discard)(key)
-        return sizing, chosen
+        return choice.sizing, choice.chosen
 
     async def _activation_endpoints(self, revision: Obj) -> Obj | None:
         meta = revision["metadata"]

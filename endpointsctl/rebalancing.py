@@ -11,7 +11,7 @@ skipped.
 
 Churn is bounded: every move changes one slot of one revision, at most ``target`` moves in all -- about
 1/activators of all slots. Pure and synchronous, like the selection it drives; the caller publishes the moved
-revisions. (The scale simulation in ``loadtest/subsetting_sim.py`` measured the same-zone form of this first.)
+revisions. The scale simulation (``loadtest/subsetting_sim.py``) runs this function to measure it.
 """
 
 from __future__ import annotations

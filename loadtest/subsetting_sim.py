@@ -6,15 +6,16 @@
 Builds a synthetic cluster (one activator per node, nodes spread over zones, some GPU nodes tainted, some SSD
 nodes labelled, a few cordoned or NotReady) and revisions (most plain, some with nodeSelectors, tolerations or
 zone affinity so the filters matter; N from :mod:`endpointsctl.sizing` with varied ready pods, concurrency and
-burst capacity), then measures with the built-in algorithm:
+burst capacity), then measures with the built-in algorithm, through the controller's own steps (size -> select ->
+re-size in :func:`endpointsctl.choosing.choose`, :func:`endpointsctl.rebalancing.rebalance_onto`):
 
 1. full recompute from empty: CPU time, revisions per activator (spread), zone coverage, distinct subsets;
 2. resync of the unchanged snapshot: revisions changed (stickiness: must be 0);
 3. one activator dies (the busiest): only ``revisions_of(dead)`` are recomputed; revisions changed, CPU time;
    then a full resync checks that the incremental result is what a full recompute would keep;
 4. one activator is added: a resync moves nothing (stickiness); new revisions take it into use because it is
-   the least loaded; a bounded rebalance moves single slots from the busiest activators of its zone onto it
-   until it holds its fair share (mean load) -- churn of about one activator's share, never a reshuffle.
+   the least loaded; a bounded rebalance moves single slots from the busiest activators (of its own zone first)
+   onto it until it holds its fair share (mean load) -- churn of about one activator's share, never a reshuffle.
 
 Writes the figures as JSON and a short markdown summary next to it.
 """
@@ -23,17 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from endpointsctl.assignments import AssignmentChange, Assignments
+from endpointsctl.choosing import choose
+from endpointsctl.rebalancing import fair_share, rebalance_onto
 from endpointsctl.sizing import Sizing, desired_activators
 from endpointsctl.subsetting.framework import (
     Activator,
@@ -88,7 +91,7 @@ class Cluster:
 
 @dataclass
 class Sim:
-    """The controller's state, as the sim drives it."""
+    """The controller's state, as the sim drives it: the glue of ``Controller._select`` around the same core."""
 
     cluster: Cluster
     revisions: dict[str, SimRevision]
@@ -96,6 +99,7 @@ class Sim:
     algorithm: Algorithm = field(default_factory=lambda: default_algorithm(SubsettingConfig()))
     assignments: Assignments = field(default_factory=Assignments)
     sizings: dict[str, Sizing] = field(default_factory=dict)
+    requests: dict[str, RevisionRequest] = field(default_factory=dict)  # as the controller keeps them to rebalance
 
     def desired(self, rev: SimRevision, eligible: int) -> Sizing:
         return desired_activators(
@@ -114,16 +118,19 @@ class Sim:
         changed = []
         for key in keys:
             rev = self.revisions[key]
-            want = self.desired(rev, eligible=len(snapshot.activators)).desired
             request = RevisionRequest(key, rev.revision.pod_spec, frozenset(self.assignments.get(key)))
-            selection = self.algorithm.select(snapshot, request, want)
-            sizing = self.desired(rev, eligible=selection.eligible)
-            assert sizing.effective == len(selection.chosen), (key, sizing, selection.chosen)
-            self.sizings[key] = sizing
-            change = self.assignments.set(key, selection.chosen)
+            self.requests[key] = request
+            choice = choose(self.algorithm, snapshot, request, partial(self.desired, rev))
+            self.sizings[key] = choice.sizing
+            change = self.assignments.set(key, choice.chosen)
             if change.changed:
                 changed.append(change)
         return changed
+
+    def forget(self, key: str) -> None:
+        self.assignments.remove_revision(key)
+        for mapping in (self.revisions, self.sizings, self.requests):
+            mapping.pop(key, None)
 
 
 # -- synthetic cluster and revisions ------------------------------------------------------------------------------
@@ -276,46 +283,10 @@ def eligible_zones_by_shape(sim: Sim, snapshot: Snapshot) -> dict[str, set[str]]
     return result
 
 
-def timed(fn: Callable[..., _T], *args: Any) -> tuple[_T, float]:
+def timed(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> tuple[_T, float]:
     start = time.process_time()
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     return result, round(time.process_time() - start, 3)
-
-
-def rebalance_onto(sim: Sim, snapshot: Snapshot, newcomer: str, target: int) -> dict[str, int]:
-    """Move single slots onto ``newcomer`` until it holds ``target`` revisions: bounded churn.
-
-    Each step takes the busiest activator of the newcomer's zone (same zone, so zone spread is unchanged; ties by
-    name) that is still busier than the newcomer and re-selects one of its revisions with stickiness released on
-    that donor only. The result is applied only when exactly that slot lands on the newcomer; a donor none of
-    whose revisions can move (the newcomer is not eligible for them, ...) is skipped. Every move changes one slot
-    of one revision, so churn is at most ``target`` revisions, about 1/activators of all slots.
-    """
-    zone = sim.cluster.activators[newcomer].zone
-    load = sim.assignments.load()
-    donors = {a.name for a in snapshot.activators.values() if a.zone == zone and a.name != newcomer and a.ready}
-    tried: set[tuple[str, str]] = set()
-    moved = attempts = 0
-    while load.get(newcomer, 0) < target and donors:
-        donor = min(donors, key=lambda name: (-load.get(name, 0), name))
-        if load.get(donor, 0) <= load.get(newcomer, 0) + 1:
-            break  # moving more would only swap which one is busier
-        for key in sorted(sim.assignments.revisions_of(donor)):
-            current = frozenset(sim.assignments.get(key))
-            if newcomer in current or (key, donor) in tried:
-                continue
-            tried.add((key, donor))
-            rev = sim.revisions[key]
-            request = RevisionRequest(key, rev.revision.pod_spec, current - {donor})
-            attempts += 1
-            selection = sim.algorithm.select(snapshot, request, len(current))
-            if frozenset(selection.chosen) == (current - {donor}) | {newcomer}:
-                sim.assignments.set(key, selection.chosen)
-                moved += 1
-                break
-        else:
-            donors.discard(donor)
-    return {"moved_revisions": moved, "attempts": attempts}
 
 
 def run(params: SimParams) -> dict[str, Any]:
@@ -400,17 +371,21 @@ def run(params: SimParams) -> dict[str, Any]:
     added["new_revisions_using_it"] = sum(newcomer in sim.assignments.get(rev.key) for rev in new_revs)
     added["its_load_after_new_revisions"] = sim.assignments.load().get(newcomer, 0)
     for rev in new_revs:
-        sim.assignments.remove_revision(rev.key)
-        del revisions[rev.key]
+        sim.forget(rev.key)
     # 4b. bounded rebalance up to its fair share
-    target = math.floor(sum(sim.assignments.load().get(name, 0) for name in ready) / len(ready))
-    result, cpu = timed(rebalance_onto, sim, snapshot, newcomer, target)
+    target = fair_share(sim.assignments.load(), ready)
+    result, cpu = timed(rebalance_onto, sim.assignments, sim.algorithm, snapshot, newcomer, target=target,
+                        request_of=sim.requests.get)  # fmt: skip
+    zone_of = {name: a.zone for name, a in cluster.activators.items()}
     added["rebalance_target_load"] = target
-    added["rebalance_moved_revisions"] = result["moved_revisions"]
-    added["rebalance_attempts"] = result["attempts"]
+    added["rebalance_moved_revisions"] = len(result.moves)
+    added["rebalance_moves_from_other_zones"] = sum(
+        zone_of[donor] != zone_of[newcomer] for move in result.moves for donor in move.removed
+    )
+    added["rebalance_attempts"] = result.attempts
     added["rebalance_cpu_seconds"] = cpu
     added["its_load_after_rebalance"] = sim.assignments.load().get(newcomer, 0)
-    added["moved_fraction_of_revisions"] = round(result["moved_revisions"] / len(keys), 5)
+    added["moved_fraction_of_revisions"] = round(len(result.moves) / len(keys), 5)
     added["spread_after"] = spread(sim.assignments, ready)
     changes, _ = timed(sim.recompute, snapshot, keys)
     added["resync_after_rebalance_changed_revisions"] = len(changes)
@@ -453,7 +428,8 @@ def summary(report: Mapping[str, Any], command: str) -> str:
             f"| activator added: new revisions | {added['new_revisions_using_it']} of {added['new_revisions']} "
             f"use it (load {added['its_load_after_new_revisions']}) |",
             f"| activator added: bounded rebalance | {added['rebalance_moved_revisions']} revisions moved one slot "
-            f"({added['moved_fraction_of_revisions']:.3%}), its load {added['its_load_after_rebalance']} "
+            f"({added['moved_fraction_of_revisions']:.3%}; {added['rebalance_moves_from_other_zones']} from other "
+            f"zones), its load {added['its_load_after_rebalance']} "
             f"(target {added['rebalance_target_load']}), {added['rebalance_cpu_seconds']} s CPU; a resync "
             f"afterwards changes {added['resync_after_rebalance_changed_revisions']} |",
             "",
