@@ -26,6 +26,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         ip_base=args.ip_base,
         node_cpu=args.node_cpu,
         node_memory=args.node_memory,
+        kubelet_timing=args.kubelet_timing,
+        relist_seconds=args.relist_seconds,
     )
     controlplane.up(spec)
     print(f"export KUBECONFIG={spec.kubeconfig}")
@@ -82,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--ip-base", default=os.environ.get("DEVCLUSTER_IP_BASE", "127.20"))
     up.add_argument("--node-cpu", default="4")
     up.add_argument("--node-memory", default="8Gi")
+    up.add_argument(
+        "--kubelet-timing",
+        choices=("realistic", "instant"),
+        default="realistic",
+        help="how the simulated kubelets report pod status (docs/kubelet-model.md)",
+    )
+    up.add_argument("--relist-seconds", type=float, default=None, help="their PLEG relist period (default 1)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything the cluster started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs").set_defaults(func=cmd_status)

@@ -51,6 +51,8 @@ class ClusterSpec:
     node_cpu: str = "4"
     node_memory: str = "8Gi"
     node_monitor_grace_seconds: int = 8
+    kubelet_timing: str = "realistic"  # or "instant" (devcluster/kubelet.py, docs/kubelet-model.md)
+    relist_seconds: float | None = None  # the simulated kubelets' PLEG relist period (default 1 s)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -207,8 +209,11 @@ def _http_ok(url: str, *, token: str | None = None, ca: Path | None = None) -> b
 # -- the cluster --------------------------------------------------------------------------------------------------
 
 
-def up(spec: ClusterSpec) -> State:
-    """Start every component (idempotent for a cluster that already runs) and wait until nodes are Ready."""
+def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
+    """Start every component (idempotent for a cluster that already runs) and wait until nodes are Ready.
+
+    ``fresh`` starts a cluster that is not running from empty: etcd's data, the nodes' pod directories and the
+    logs of an earlier run are removed first (benchmarks start so; ``make demo`` keeps what it had)."""
     started = time.monotonic()
     state = State(spec.state_dir)
     running = [p for p in state.processes.values() if p["status"] == "running"]
@@ -222,6 +227,9 @@ def up(spec: ClusterSpec) -> State:
     if state.processes:
         down(spec.state_dir, quiet=True)
         state = State(spec.state_dir)
+    if fresh:
+        for leftover in ("etcd", "nodes", "logs"):
+            shutil.rmtree(spec.state_dir / leftover, ignore_errors=True)
     bins = binaries.ensure()
     keys = pki.ensure(spec.state_dir / "pki")
     state.data.update(
@@ -287,7 +295,7 @@ def up(spec: ClusterSpec) -> State:
     say(f"starting {spec.nodes} simulated node(s)")
     node_env = dict(env, KUBECONFIG=str(configs["localsched-nodesim"]))
     for node in spec.node_specs():
-        start_node(state, node, node_env, python)
+        start_node(state, node, node_env, python, spec)
     wait_nodes_ready(spec, [n.name for n in spec.node_specs()], timeout=60)
     state.data["up_seconds"] = round(time.monotonic() - started, 2)
     state.save()
@@ -331,11 +339,14 @@ def spec_of(state: State) -> ClusterSpec:
     return ClusterSpec(**raw)
 
 
-def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str) -> None:
+def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str, spec: ClusterSpec) -> None:
+    timing = ["--timing", spec.kubelet_timing]
+    if spec.relist_seconds is not None:
+        timing += ["--relist-seconds", str(spec.relist_seconds)]
     start_process(state, f"node/{node.name}", [
         python, "-m", "devcluster.nodesim", "--node", node.name, "--zone", node.zone,
         "--ip-prefix", node.ip_prefix, "--cpu", node.cpu, "--memory", node.memory, "--pods", str(node.pods),
-        "--state-dir", str(state.path.parent / "nodes" / node.name),
+        "--state-dir", str(state.path.parent / "nodes" / node.name), *timing,
     ], env=env)  # fmt: skip
 
 
@@ -446,7 +457,7 @@ def revive_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     _blackhole(node.ip_prefix, add=False)
     env = dict(os.environ, KUBECONFIG=str(state_dir / "nodesim.kubeconfig"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    start_node(state, node, env, sys.executable)
+    start_node(state, node, env, sys.executable, spec_of(state))
 
 
 def _node_process(state: State, name: str) -> dict[str, Any]:

@@ -6,8 +6,10 @@ For every ``serving.knative.dev/v1`` Revision it creates what Knative would and 
   ``PORT`` set to the container port and a readiness probe (the user's, else TCP on the port). It is created at
   ``min-scale`` replicas (0 by default) and its replicas are never touched again: scaling is for the activator and
   the autoscaler, not for this stand-in. There is no queue-proxy; the private Service targets the user container.
-* ``{rev}-private``: a ClusterIP Service selecting the revision's pods (the EndpointSlice controller publishes the
-  ready ones).
+* ``{rev}-private``: a ClusterIP Service selecting the revision's pods (the EndpointSlice controller publishes them,
+  not-ready ones included, marked so).
+
+Both select by ``serving.knative.dev/revisionUID``, as Knative's Deployment and SKS private Service do.
 
 Both are owned by the Revision, so deleting the Revision garbage-collects them. The Revision's ``Ready`` condition
 tells whether the reconcile succeeded, or why not.
@@ -66,7 +68,7 @@ def desired_deployment(revision: Obj, rev: knative.Revision) -> Obj:
         },
         "spec": {
             "replicas": rev.min_scale,
-            "selector": {"matchLabels": {knative.REVISION_LABEL: rev.name}},
+            "selector": {"matchLabels": {knative.REVISION_UID_LABEL: rev.uid}},
             "progressDeadlineSeconds": 600,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
             "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
@@ -83,7 +85,7 @@ def desired_private_service(revision: Obj, rev: knative.Revision) -> Obj:
             "ownerReferences": [owner_reference(revision)],
         },
         "spec": {
-            "selector": {knative.REVISION_LABEL: rev.name},
+            "selector": {knative.REVISION_UID_LABEL: rev.uid},
             "ports": [{"name": "http", "port": 80, "targetPort": rev.container_port, "protocol": "TCP"}],
         },
     }

@@ -7,8 +7,13 @@ address is its own). Readiness probes are really executed. Admission rejects pod
 (phase Failed, reason OutOfcpu / OutOfmemory / OutOfpods), as the kubelet does. Deletion sends SIGTERM and
 honours the grace period, then SIGKILL.
 
-Pod processes share this process's process group and die with it (PR_SET_PDEATHSIG), so killing the group is a
-dead node and stopping it (SIGSTOP) a hung one.
+What it reports, and when, follows a real kubelet (``devcluster/kubelet.py``, ``docs/kubelet-model.md``): the
+first status of a pod carries no IP; container starts and exits are seen at the PLEG relist; each sync of a pod
+waits for a relist newer than its previous one; statuses go out through one status manager; API calls pass a
+client-side rate limit.
+
+Pod processes share this process's process group and die with it (PR_SET_PDEATHSIG, through ``setpriv``), so
+killing the group is a dead node and stopping it (SIGSTOP) a hung one.
 """
 
 from __future__ import annotations
@@ -17,14 +22,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import logging
 import os
 import re
 import shutil
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +37,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from devcluster.kubelet import ObjectCache, Relister, StatusManager, Timing
 from localsched.kube import resources as r
-from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
+from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj, RateLimit
 from localsched.kube.errors import AlreadyExists, KubeError, NotFound
 from localsched.kube.watching import Event, WatchCache, key_of
 from localsched.predicates import Resources, pod_requests
@@ -58,9 +63,31 @@ def micro_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Pod processes die with their kubelet (PR_SET_PDEATHSIG), set by util-linux's setpriv in front of the command: a
+# preexec_fn would do the same but forces a full fork() of this process for every container (about 14 ms each on
+# an idle machine, far more under a burst, with the event loop blocked), where a plain spawn is a vfork.
+SETPRIV = shutil.which("setpriv")
+DIE_WITH_KUBELET = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+# Containers run at a lower CPU priority than the control plane and the kubelets, standing in for the cgroups a
+# real node puts them in (kubepods, below system-reserved and kube-reserved) and for the control plane's own
+# machines: on one shared machine, a burst of container start-ups must not starve the API server.
+POD_NICENESS = 10
+NICE = shutil.which("nice")
+CONTAINER_PREFIX = ([NICE, "-n", str(POD_NICENESS)] if NICE else []) + DIE_WITH_KUBELET
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A container as the kubelet last saw it at a relist: what its status reports."""
+
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"
+    message: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    exit_code: int | None = None
+    restarts: int = 0
+    pid: int | None = None
 
 
 @dataclass
@@ -69,12 +96,24 @@ class Container:
     spec: Obj
     proc: asyncio.subprocess.Process | None = None
     started_at: str = ""
+    started_monotonic: float = 0.0
     finished_at: str = ""
     exit_code: int | None = None
     restarts: int = 0
-    ready: bool = False
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
+    ready: bool = False  # the readiness prober's last verdict
+    seen: Seen = field(default_factory=Seen)
+    probe_now: asyncio.Event = field(default_factory=asyncio.Event)  # the prober's manual trigger
+
+    def observe(self) -> Seen:
+        """What a relist would see of this container right now."""
+        if self.proc is not None and self.exit_code is None:
+            return Seen("running", "", "", self.started_at, "", None, self.restarts, self.proc.pid)
+        if self.exit_code is not None and self.waiting_reason != "CrashLoopBackOff":
+            reason = "Completed" if self.exit_code == 0 else "Error"
+            return Seen("terminated", reason, "", self.started_at, self.finished_at, self.exit_code, self.restarts)
+        return Seen("waiting", self.waiting_reason, self.waiting_message, restarts=self.restarts)
 
 
 @dataclass
@@ -91,16 +130,41 @@ class PodRuntime:
     stopping: bool = False
     start_time: str = field(default_factory=now)
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # condition -> (status, time)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    gates_open: bool = True
+    sandbox_seen: bool = False  # a relist has seen the sandbox: the pod IP goes into the status
+    gates_open: bool = True  # readiness gates as of the last sync
+    last_sync: float = float("-inf")
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    def containers_ready(self) -> bool:
+        return all(c.ready if c.spec.get("readinessProbe") else c.seen.state == "running"
+                   for c in self.containers.values())  # fmt: skip
+
+
+def gates_open(pod: Obj) -> bool:
+    """Pod readiness gates: Ready also needs each gate's condition True (set by some other controller)."""
+    conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
+    return all(conditions.get(g["conditionType"]) == "True" for g in pod["spec"].get("readinessGates") or [])
+
+
+def ready_in(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
+
+
+def readiness_needs_reconcile(pod: Obj) -> bool:
+    """The kubelet's NeedToReconcilePodReadiness: a pod with gates whose Ready condition the gates now change."""
+    if not pod["spec"].get("readinessGates"):
+        return False
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    containers_ready = bool(statuses) and all(s.get("ready") for s in statuses)
+    return (containers_ready and gates_open(pod)) != ready_in(pod)
+
 
 class NodeSim:
-    def __init__(self, client: KubeClient, args: argparse.Namespace, server: str, ca_data: str) -> None:
+    def __init__(self, client: KubeClient, args: argparse.Namespace, server: str, ca_data: str, timing: Timing) -> None:
         self.client = client
         self.name: str = args.node
         self.zone: str = args.zone
@@ -110,10 +174,14 @@ class NodeSim:
         self.state_dir = Path(args.state_dir)
         self.server = server
         self.ca_data = ca_data
+        self.timing = timing
         self.runtimes: dict[tuple[str, str], PodRuntime] = {}
         self.free_ips = [f"{self.ip_prefix}.{i}" for i in range(2, 255)]
         self.pods = WatchCache(client, r.PODS, field_selector=f"spec.nodeName={self.name}", name=f"pods@{self.name}")
         self.pods.add_handler(self._on_pod_event)
+        self.relister = Relister(timing.relist_seconds, self._relist, self._on_pleg_events)
+        self.status = StatusManager(client, timing)
+        self.objects = ObjectCache(client)
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -198,10 +266,48 @@ class NodeSim:
             with contextlib.suppress(AlreadyExists):
                 await self.client.create(r.LEASES, body)
 
-    # -- pods: serialized per pod ------------------------------------------------------------------------------
+    # -- pods: one worker per pod, each sync waiting for a relist newer than the pod's last sync ----------------
 
     def _on_pod_event(self, event: Event) -> None:
-        self._kick(key_of(event.obj))
+        key = key_of(event.obj)
+        pod = event.obj
+        rt = self.runtimes.get(key)
+        if rt is None or event.type != "MODIFIED" or self._needs_sync(pod, rt):
+            self._kick(key)
+            return
+        sent = self.status.last_sent(key)
+        if not rt.stopping and sent is not None and ready_in({"status": sent}) != ready_in(pod):
+            self.status.reconcile(key)  # the node controller marked it NotReady while we were away
+
+    @staticmethod
+    def _needs_sync(pod: Obj, rt: PodRuntime) -> bool:
+        """What makes a kubelet sync a running pod on an API update: deletion, a new pod of the same name, or a
+        readiness gate that changes its Ready (``HandlePodReconcile``). Its own status echoes do not."""
+        meta = pod["metadata"]
+        return bool(meta.get("deletionTimestamp")) or meta["uid"] != rt.uid or readiness_needs_reconcile(pod)
+
+    def _on_pleg_events(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            self._kick(key)
+
+    def _relist(self) -> Iterator[tuple[str, str]]:
+        """The PLEG relist: every pod whose containers (or sandbox) changed since the kubelet last looked."""
+        for rt in self.runtimes.values():
+            if rt.stopping:
+                continue
+            changed = not rt.sandbox_seen
+            rt.sandbox_seen = True
+            for container in rt.containers.values():
+                seen = container.observe()
+                if seen != container.seen:
+                    container.seen = seen
+                    if seen.state == "running":
+                        container.probe_now.set()  # a running container without a result: probe it at once
+                    else:
+                        container.ready = False
+                    changed = True
+            if changed:
+                yield rt.key
 
     def _kick(self, key: tuple[str, str]) -> None:
         if key in self._workers:
@@ -213,8 +319,11 @@ class NodeSim:
         try:
             while True:
                 self._dirty.discard(key)
+                rt = self.runtimes.get(key)
+                if rt is not None:
+                    await self.relister.newer_than(rt.last_sync)
                 try:
-                    await self._reconcile(key)
+                    await self._sync(key)
                 except (KubeError, OSError) as exc:
                     log.warning("pod %s/%s: %s; retrying", *key, exc)
                     await asyncio.sleep(1.0)
@@ -224,40 +333,38 @@ class NodeSim:
         finally:
             self._workers.pop(key, None)
 
-    async def _reconcile(self, key: tuple[str, str]) -> None:
+    async def _sync(self, key: tuple[str, str]) -> None:
         pod = self.pods.get(key[1], key[0])
         rt = self.runtimes.get(key)
         if rt is not None and (pod is None or pod["metadata"]["uid"] != rt.uid):
             await self._stop(rt, grace=0 if pod is None else 30)
             rt = None
         if pod is None:
+            self.status.forget(key)
             return
         meta, status = pod["metadata"], pod.get("status", {})
         if meta.get("deletionTimestamp"):
             if rt is not None:
                 await self._stop(rt, grace=float(meta.get("deletionGracePeriodSeconds") or 0))
+            self.status.forget(key)
             with contextlib.suppress(NotFound):
                 await self.client.delete(r.PODS, key[1], key[0], grace_period_seconds=0,
                                          preconditions={"uid": meta["uid"]})  # fmt: skip
             return
-        if rt is not None:
-            # Like the kubelet's status manager: if the API says otherwise than we know (the node controller marks
-            # pods NotReady while a node is unreachable; a readiness gate was set), publish what we know again.
-            expected = all(c.ready for c in rt.containers.values()) and self._gates_open(pod)
-            ready_in_api = any(c.get("type") == "Ready" and c.get("status") == "True"
-                               for c in status.get("conditions") or [])  # fmt: skip
-            if expected != ready_in_api and not rt.stopping:
-                await self._publish(pod, rt)
+        if rt is None:
+            if status.get("phase") in ("Succeeded", "Failed"):
+                return
+            rejection = self._admit(pod)
+            if rejection is not None:
+                reason, message = rejection
+                log.info("pod %s/%s rejected: %s", *key, message)
+                self.status.set(*key, meta["uid"], {"phase": "Failed", "reason": reason, "message": message})
+                return
+            await self._start(pod)
             return
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return
-        rejection = self._admit(pod)
-        if rejection is not None:
-            reason, message = rejection
-            log.info("pod %s/%s rejected: %s", *key, message)
-            await self._patch_status(pod, {"phase": "Failed", "reason": reason, "message": message})
-            return
-        await self._start(pod)
+        rt.gates_open = gates_open(pod)
+        self._publish(rt)
+        rt.last_sync = time.monotonic()
 
     def _admit(self, pod: Obj) -> tuple[str, str] | None:
         want = pod_requests(pod["spec"])
@@ -284,30 +391,36 @@ class NodeSim:
     # -- running containers ------------------------------------------------------------------------------------
 
     async def _start(self, pod: Obj) -> None:
+        """The first sync of a pod: its status says Pending (no sandbox seen yet), then sandbox and containers."""
         meta, spec = pod["metadata"], pod["spec"]
         # A pod that ran here before this kubelet restarted keeps its address (the API refuses to change it).
         known = pod.get("status", {}).get("podIP")
-        ip = known if known in self.free_ips else self.free_ips[0]
+        if known in self.free_ips:
+            ip = known
+        else:  # keep the addresses other pods of this node had before a restart for them
+            taken = {p.get("status", {}).get("podIP") for p in self.pods if key_of(p) not in self.runtimes}
+            ip = next((a for a in self.free_ips if a not in taken), self.free_ips[0])
         self.free_ips.remove(ip)
         directory = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         directory.mkdir(parents=True, exist_ok=True)
         rt = PodRuntime(
             namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], ip=ip,
             requests=pod_requests(spec), restart_policy=spec.get("restartPolicy", "Always"), directory=directory,
+            gates_open=gates_open(pod),
         )  # fmt: skip
         self.runtimes[rt.key] = rt
         for c in spec.get("containers", []):
             rt.containers[c["name"]] = Container(c["name"], c)
+        self._publish(rt)
         base_env = await self._base_env(pod, rt)
         for container in rt.containers.values():
             env = await self._container_env(pod, container.spec, base_env)
             await self._spawn(rt, container, env)
-            rt.tasks.append(asyncio.create_task(self._supervise(pod, rt, container, env)))
+            rt.tasks.append(asyncio.create_task(self._supervise(rt, container, env)))
             if container.spec.get("readinessProbe"):
                 rt.tasks.append(asyncio.create_task(self._probe_loop(pod, rt, container, env)))
-            else:
-                container.ready = container.proc is not None
-        await self._publish(pod, rt)
+        rt.last_sync = time.monotonic()
+        self.relister.changed()
 
     async def _spawn(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
         argv = [_expand(a, env) for a in (container.spec.get("command") or []) + (container.spec.get("args") or [])]
@@ -315,12 +428,16 @@ class NodeSim:
             container.waiting_reason = "CreateContainerError"
             container.waiting_message = "devcluster runs containers as local processes and needs a `command`"
             return
-        executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+        executable = shutil.which(argv[0], path=env.get("PATH"))
+        if executable is None:
+            container.waiting_reason = "RunContainerError"
+            container.waiting_message = f"cannot start {argv[0]!r}: executable file not found in $PATH"
+            return
         log_file = (rt.directory / f"{container.name}.log").open("ab")
         try:
             container.proc = await asyncio.create_subprocess_exec(
-                executable, *argv[1:], env=env, cwd=rt.directory, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+                *CONTAINER_PREFIX, executable, *argv[1:], env=env, cwd=rt.directory, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
         except OSError as exc:
             container.waiting_reason = "RunContainerError"
@@ -329,16 +446,17 @@ class NodeSim:
         finally:
             log_file.close()
         container.started_at, container.exit_code, container.waiting_reason = now(), None, ""
+        container.started_monotonic = time.monotonic()
         container.ready = False
 
-    async def _supervise(self, pod: Obj, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
+    async def _supervise(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
         while container.proc is not None:
             code = await container.proc.wait()
-            container.exit_code, container.finished_at, container.ready = code, now(), False
+            container.exit_code, container.finished_at = code, now()
             if rt.stopping:
                 return
+            self.relister.changed()
             restart = rt.restart_policy == "Always" or (rt.restart_policy == "OnFailure" and code != 0)
-            await self._publish(pod, rt)
             if not restart:
                 return
             container.waiting_reason = "CrashLoopBackOff"
@@ -347,31 +465,39 @@ class NodeSim:
                 return
             container.restarts += 1
             await self._spawn(rt, container, env)
-            await self._publish(pod, rt)
+            self.relister.changed()
 
     async def _probe_loop(self, pod: Obj, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
+        """The kubelet's readiness worker: a probe every period, once the kubelet has seen the container run."""
         probe: Obj = container.spec["readinessProbe"]
         period_ms = (pod["metadata"].get("annotations") or {}).get(PROBE_PERIOD_ANNOTATION)
         period = int(period_ms) / 1000 if period_ms else float(probe.get("periodSeconds", 10))
         success_needed = int(probe.get("successThreshold", 1))
         failure_needed = int(probe.get("failureThreshold", 3))
-        await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        initial_delay = float(probe.get("initialDelaySeconds", 0))
         successes = failures = 0
         while not rt.stopping:
-            ok = container.proc is not None and container.exit_code is None and await self._probe(rt, container, env)
-            if ok:
-                successes, failures = successes + 1, 0
-            else:
-                successes, failures = 0, failures + 1
-            ready = container.ready
-            if ok and successes >= success_needed:
-                ready = True
-            elif not ok and (failures >= failure_needed or container.exit_code is not None):
-                ready = False
-            if ready != container.ready:
-                container.ready = ready
-                await self._publish(pod, rt)
-            await asyncio.sleep(period)
+            running = container.seen.state == "running" and container.proc is not None
+            if running and time.monotonic() - container.started_monotonic >= initial_delay:
+                ok = container.exit_code is None and await self._probe(rt, container, env)
+                if ok:
+                    successes, failures = successes + 1, 0
+                else:
+                    successes, failures = 0, failures + 1
+                ready = container.ready
+                if ok and successes >= success_needed:
+                    ready = True
+                elif not ok and (failures >= failure_needed or container.exit_code is not None):
+                    ready = False
+                if ready != container.ready and not rt.stopping:
+                    container.ready = ready
+                    self._publish(rt)  # SetContainerReadiness: straight to the status manager
+            elif not running:
+                successes = failures = 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await container.probe_now.wait()
+            container.probe_now.clear()
 
     async def _probe(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> bool:
         probe: Obj = container.spec["readinessProbe"]
@@ -432,63 +558,51 @@ class NodeSim:
 
     # -- status ------------------------------------------------------------------------------------------------
 
-    async def _publish(self, pod: Obj, rt: PodRuntime) -> None:
-        """Write the pod status derived from the runtime state (idempotent, serialized per pod)."""
-        async with rt.lock:
-            if rt.stopping:
-                return
-            statuses = []
-            for c in rt.containers.values():
-                state: Obj
-                if c.proc is not None and c.exit_code is None:
-                    state = {"running": {"startedAt": c.started_at}}
-                elif c.exit_code is not None and c.waiting_reason != "CrashLoopBackOff":
-                    state = {"terminated": {"exitCode": c.exit_code, "reason": "Completed" if c.exit_code == 0
-                             else "Error", "startedAt": c.started_at, "finishedAt": c.finished_at}}  # fmt: skip
-                else:
-                    state = {"waiting": {"reason": c.waiting_reason, "message": c.waiting_message}}
-                statuses.append({
-                    "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
-                    "containerID": f"process://{c.proc.pid}" if c.proc else "", "ready": c.ready,
-                    "started": c.proc is not None and c.exit_code is None, "restartCount": c.restarts, "state": state,
-                })  # fmt: skip
-            containers_ready = all(c.ready for c in rt.containers.values())
-            current = self.pods.get(rt.name, rt.namespace) or pod
-            rt.gates_open = self._gates_open(current)
-            all_ready = containers_ready and rt.gates_open
-            all_done = all(c.exit_code is not None and c.waiting_reason != "CrashLoopBackOff"
-                           for c in rt.containers.values())  # fmt: skip
-            phase = "Running"
-            if all_done and rt.restart_policy != "Always":
-                failed = any(c.exit_code != 0 for c in rt.containers.values())
-                phase = "Failed" if failed else "Succeeded"
-            elif any(c.proc is None for c in rt.containers.values()):
-                phase = "Pending"
-            conditions = []
-            for kind, value in (("Initialized", True), ("Ready", all_ready), ("ContainersReady", containers_ready),
-                                ("PodScheduled", True)):  # fmt: skip
-                text = "True" if value else "False"
-                previous = rt.transitions.get(kind)
-                if previous is None or previous[0] != text:
-                    rt.transitions[kind] = (text, now())
-                conditions.append({"type": kind, "status": text, "lastTransitionTime": rt.transitions[kind][1]})
-            status = {
-                "phase": phase, "hostIP": self.node_ip, "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
-                "startTime": rt.start_time, "conditions": conditions, "containerStatuses": statuses,
-            }  # fmt: skip
-            with contextlib.suppress(NotFound):
-                await self._patch_status(pod, status)
-
-    @staticmethod
-    def _gates_open(pod: Obj) -> bool:
-        """Pod readiness gates: Ready also needs each gate's condition True (set by some other controller)."""
-        conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
-        return all(conditions.get(g["conditionType"]) == "True" for g in pod["spec"].get("readinessGates") or [])
-
-    async def _patch_status(self, pod: Obj, status: Obj) -> None:
-        meta = pod["metadata"]
-        await self.client.patch(r.PODS, meta["name"], {"metadata": {"uid": meta["uid"]}, "status": status},
-                                meta["namespace"], subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
+    def _publish(self, rt: PodRuntime) -> None:
+        """The pod status from what the kubelet has seen (``generateAPIPodStatus``), to the status manager."""
+        if rt.stopping:
+            return
+        statuses = []
+        for c in rt.containers.values():
+            seen = c.seen
+            state: Obj
+            if seen.state == "running":
+                state = {"running": {"startedAt": seen.started_at}}
+            elif seen.state == "terminated":
+                state = {"terminated": {"exitCode": seen.exit_code, "reason": seen.reason,
+                                        "startedAt": seen.started_at, "finishedAt": seen.finished_at}}  # fmt: skip
+            else:
+                state = {"waiting": {"reason": seen.reason, "message": seen.message}}
+            ready = (c.ready if c.spec.get("readinessProbe") else True) and seen.state == "running"
+            statuses.append({
+                "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
+                "containerID": f"process://{seen.pid}" if seen.pid else "", "ready": ready,
+                "started": seen.state == "running", "restartCount": seen.restarts, "state": state,
+            })  # fmt: skip
+        containers_ready = rt.containers_ready()
+        all_ready = containers_ready and rt.gates_open
+        states = [c.seen.state for c in rt.containers.values()]
+        phase = "Running"
+        if all(s == "terminated" for s in states) and rt.restart_policy != "Always":
+            failed = any(c.seen.exit_code != 0 for c in rt.containers.values())
+            phase = "Failed" if failed else "Succeeded"
+        elif not rt.sandbox_seen or any(s == "waiting" and c.seen.restarts == 0
+                                        for s, c in zip(states, rt.containers.values(), strict=True)):  # fmt: skip
+            phase = "Pending"
+        conditions = []
+        for kind, value in (("Initialized", True), ("Ready", all_ready), ("ContainersReady", containers_ready),
+                            ("PodScheduled", True)):  # fmt: skip
+            text = "True" if value else "False"
+            previous = rt.transitions.get(kind)
+            if previous is None or previous[0] != text:
+                rt.transitions[kind] = (text, now())
+            conditions.append({"type": kind, "status": text, "lastTransitionTime": rt.transitions[kind][1]})
+        status: Obj = {"phase": phase, "hostIP": self.node_ip, "startTime": rt.start_time, "conditions": conditions,
+                       "containerStatuses": statuses}  # fmt: skip
+        if rt.sandbox_seen:
+            status["podIP"] = rt.ip
+            status["podIPs"] = [{"ip": rt.ip}]
+        self.status.set(rt.namespace, rt.name, rt.uid, status)
 
     # -- environment -------------------------------------------------------------------------------------------
 
@@ -536,7 +650,7 @@ class NodeSim:
 
     async def _data(self, resource: r.Resource, name: str, pod: Obj, optional: bool) -> dict[str, str]:
         try:
-            obj = await self.client.get(resource, name, pod["metadata"]["namespace"])
+            obj = await self.objects.get(resource, name, pod["metadata"]["namespace"])
         except NotFound:
             if optional:
                 return {}
@@ -557,7 +671,7 @@ class NodeSim:
         namespace = pod["metadata"]["namespace"]
         token: str | None = None
         if "secret" in volume:
-            secret = await self.client.get(r.SECRETS, volume["secret"]["secretName"], namespace)
+            secret = await self.objects.get(r.SECRETS, volume["secret"]["secretName"], namespace)
             token = base64.b64decode(secret["data"]["token"]).decode()
         else:
             sa = pod["spec"].get("serviceAccountName", "default")
@@ -581,10 +695,15 @@ class NodeSim:
         self._http = aiohttp.ClientSession()
         try:
             await self.register()
-            heartbeat = asyncio.create_task(self.heartbeat(), name="heartbeat")
-            watch = self.pods.start()
-            log.info("node %s (zone %s, pods at %s.x) is up", self.name, self.zone, self.ip_prefix)
-            done, _ = await asyncio.wait([heartbeat, watch], return_when=asyncio.FIRST_COMPLETED)
+            tasks = [
+                asyncio.create_task(self.heartbeat(), name="heartbeat"),
+                asyncio.create_task(self.relister.run(), name="pleg"),
+                asyncio.create_task(self.status.run(), name="status-manager"),
+                self.pods.start(),
+            ]
+            log.info("node %s (zone %s, pods at %s.x) is up; kubelet timing: %s", self.name, self.zone,
+                     self.ip_prefix, self.timing.describe())  # fmt: skip
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
@@ -635,15 +754,24 @@ def main() -> None:
     parser.add_argument("--memory", default="8Gi")
     parser.add_argument("--pods", default="110")
     parser.add_argument("--state-dir", required=True)
+    parser.add_argument(
+        "--timing",
+        default="realistic",
+        choices=("realistic", "instant"),
+        help="kubelet status timing (docs/kubelet-model.md)",
+    )
+    parser.add_argument("--relist-seconds", type=float, default=None, help="PLEG relist period (default 1)")
     args = parser.parse_args()
+    timing = Timing.named(args.timing, args.relist_seconds)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kubeconfig = Path(os.environ["KUBECONFIG"])
     raw = yaml.safe_load(kubeconfig.read_text())
     cluster = raw["clusters"][0]["cluster"]
 
     async def run() -> None:
-        async with await KubeClient.from_environment(user_agent=f"nodesim/{args.node}") as client:
-            await NodeSim(client, args, cluster["server"], cluster["certificate-authority-data"]).run()
+        limit = RateLimit(timing.api_qps, timing.api_burst) if timing.api_qps else None
+        async with await KubeClient.from_environment(user_agent=f"nodesim/{args.node}", rate_limit=limit) as client:
+            await NodeSim(client, args, cluster["server"], cluster["certificate-authority-data"], timing).run()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -11,6 +11,7 @@ import builtins
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,19 +83,58 @@ def _wait(policy: RetryPolicy) -> Any:
     return wait
 
 
+class RateLimit:
+    """A token bucket in front of every request, as client-go's ``QPS``/``Burst`` (the kubelet: 50/100).
+
+    ``burst`` requests go at once; beyond that, one every ``1/qps`` seconds, in the order they asked.
+    """
+
+    def __init__(self, qps: float, burst: int) -> None:
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"rate limit needs qps > 0 and burst >= 1, got {qps} and {burst}")
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self.waited_seconds = 0.0
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.qps)
+        self._stamp = now
+        self._tokens -= 1.0  # reserve now: later callers queue behind this one
+        if self._tokens < 0:
+            delay = -self._tokens / self.qps
+            self.waited_seconds += delay
+            await asyncio.sleep(delay)
+
+
 class KubeClient:
     """Plain-JSON access to the Kubernetes API. Create with :meth:`from_environment`; close with :meth:`close`."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, retry: RetryPolicy | None = None, user_agent: str = "") -> None:
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        retry: RetryPolicy | None = None,
+        user_agent: str = "",
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         self._api = api
         self._retry = retry or RetryPolicy()
+        self.rate_limit = rate_limit
         if user_agent:
             api.user_agent = user_agent
         self._slice_version: str | None = None
 
     @classmethod
     async def from_environment(
-        cls, kubeconfig: str | None = None, *, retry: RetryPolicy | None = None, user_agent: str = "localsched"
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        user_agent: str = "localsched",
+        rate_limit: RateLimit | None = None,
     ) -> KubeClient:
         """``kubeconfig`` or ``$KUBECONFIG`` when set, else the in-cluster service account."""
         configuration = k8s_client.Configuration()
@@ -104,7 +144,7 @@ class KubeClient:
         else:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         api = k8s_client.ApiClient(configuration)
-        return cls(api, retry=retry, user_agent=user_agent)
+        return cls(api, retry=retry, user_agent=user_agent, rate_limit=rate_limit)
 
     async def close(self) -> None:
         await self._api.close()
@@ -128,6 +168,8 @@ class KubeClient:
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         query = [(k, _param(v)) for k, v in (params or {}).items() if v is not None]
+        if self.rate_limit is not None:
+            await self.rate_limit.take()
         try:
             response: aiohttp.ClientResponse = await self._api.call_api(
                 path,
@@ -358,6 +400,7 @@ __all__ = [
     "STRATEGIC_PATCH",
     "KubeClient",
     "Obj",
+    "RateLimit",
     "RetryPolicy",
     "describe",
     "truncate",
