@@ -1,30 +1,34 @@
 """The activator's aiohttp applications and process lifecycle.
 
 ``create_app`` builds the proxy (port 8012): its ``cleanup_ctx`` owns the Kubernetes client, the one upstream
-ClientSession, the watch caches and every background task. ``create_admin_app`` serves /metrics, /healthz and
-/readyz (port 9090). ``serve`` runs both and drains on SIGTERM: readiness fails first, the proxy keeps serving for
-``drain_seconds`` so routing moves away, then stops listening and gives in-flight and queued requests up to
-``shutdown_timeout_seconds``. (``web.run_app`` stops listening before any shutdown hook runs, so it cannot drain.)
+ClientSession (and the probes' own), the watch caches and every background task. ``create_admin_app`` serves
+/metrics, /healthz, /readyz and /debug/coldstarts (port 9090). ``serve`` runs both and drains on SIGTERM:
+readiness fails first, the proxy keeps serving for ``drain_seconds`` so routing moves away, then stops listening
+and gives in-flight and queued requests up to ``shutdown_timeout_seconds``. (``web.run_app`` stops listening before
+any shutdown hook runs, so it cannot drain.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from activator.coldstart import ColdStarts
 from activator.forwarding import Forwarder, new_session
+from activator.journal import Journal
 from activator.metrics import Metrics, ThrottlerCollector
+from activator.probing import new_probe_session
 from activator.proxying import Proxy
-from activator.scaling import StandardPath
-from activator.scheduling import LocalPath, revision_key_of
+from activator.recovering import Recovery
+from activator.scaling import ColdStartPath, StandardPath
+from activator.scheduling import LocalPath, claim_order, revision_key_of
 from activator.settings import Settings
 from activator.tracking import Tracker
 from localsched.knative import REVISION_LABEL
@@ -39,9 +43,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     kube: KubeClient
-    session: aiohttp.ClientSession
     tracker: Tracker
     cold_starts: ColdStarts
+    journal: Journal
     proxy: Proxy
     supervisor: Supervisor = field(default_factory=Supervisor)
     caches: list[WatchCache] = field(default_factory=list)
@@ -65,38 +69,61 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
-    kube = await KubeClient.from_environment(settings.kubeconfig, user_agent=f"activator/{settings.identity.node_name}")
+    identity = settings.identity
+    kube = await KubeClient.from_environment(settings.kubeconfig, user_agent=f"activator/{identity.node_name}")
     session = new_session(connect_timeout=settings.forwarding.connect_timeout_seconds)
+    probe_session = new_probe_session()
+    closing: list[Callable[[], Awaitable[None]]] = []
     try:
         slice_resource = await kube.endpointslice_resource()
-        standard = StandardPath(kube)
-        cold_starts = ColdStarts(standard, metrics, timeout=settings.throttling.activation_timeout_seconds)
-        tracker = Tracker(kube, slice_resource, queue_limit=settings.throttling.queue_limit, metrics=metrics,
-                          on_no_capacity=cold_starts.trigger, node_name=settings.identity.node_name)  # fmt: skip
-        cold_starts.tracker = tracker
+        demand: asyncio.Queue[str] = asyncio.Queue()
+        tracker = Tracker(kube, slice_resource, probe_session, queue_limit=settings.throttling.queue_limit,
+                          metrics=metrics, on_no_capacity=demand.put_nowait, node_name=identity.node_name,
+                          probe_interval=settings.throttling.probe_interval_seconds)  # fmt: skip
+        closing.append(tracker.prober.close)
         caches = list(tracker.caches)
+        # This process, as the creator of the stand-ins it writes (a restarted container is another process).
+        activator = f"{identity.pod_name or 'activator@' + identity.node_name}/{secrets.token_hex(4)}"
+        standard = StandardPath(kube)
+        path: ColdStartPath = standard
         if settings.local_scheduling:
             replicasets = WatchCache(kube, r.REPLICASETS, label_selector=REVISION_LABEL, name="replicasets")
             replicasets.add_index("revision", revision_key_of)
-            caches.append(replicasets)
-            cold_starts.path = LocalPath(
-                kube, node_name=settings.identity.node_name, activator_name=settings.identity.pod_name,
-                nodes=tracker.nodes, local_pods=tracker.local_pods, replicasets=replicasets, standard=standard,
-                metrics=metrics,
+            deployments = WatchCache(kube, r.DEPLOYMENTS, label_selector=REVISION_LABEL, name="deployments")
+            caches += [replicasets, deployments]
+            local = LocalPath(
+                kube, tracker, node_name=identity.node_name, activator=activator, replicasets=replicasets,
+                deployments=deployments, standard=standard, probe_session=probe_session,
+                probe_interval=settings.throttling.probe_interval_seconds,
+                timeout=settings.throttling.activation_timeout_seconds, metrics=metrics,
+                claim_at=claim_order(settings.claim_at, await kube.server_version()),
             )  # fmt: skip
+            log.info("local scheduling on %s: replicas claimed at %s", identity.node_name, local.claim_at)
+            closing.append(local.close)
+            path = local
+        recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
+                            metrics=metrics)  # fmt: skip
+        closing.append(recovery.close)
+        journal = Journal()
+        cold_starts = ColdStarts(tracker, path, demand=demand, journal=journal, metrics=metrics,
+                                 timeout=settings.throttling.activation_timeout_seconds)  # fmt: skip
+        closing.append(cold_starts.close)
         forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
-        runtime = Runtime(kube, session, tracker, cold_starts, Proxy(settings, tracker, forwarder, metrics))
+        proxy = Proxy(settings, tracker, forwarder, metrics, journal)
+        runtime = Runtime(kube, tracker, cold_starts, journal, proxy, caches=caches)
         collector = ThrottlerCollector(tracker.throttlers.items)
         app[REGISTRY].register(collector)
-        runtime.caches = caches
         for cache in caches:
             runtime.supervisor.start(f"watch:{cache.name}", cache.run())
+        runtime.supervisor.start("cold-starts", cold_starts.run())
         app[RUNTIME] = runtime
         yield
         app[REGISTRY].unregister(collector)
-        await cold_starts.close()
         await runtime.supervisor.stop()
     finally:
+        for close in reversed(closing):
+            await close()
+        await probe_session.close()
         await session.close()
         await kube.close()
 
@@ -136,7 +163,14 @@ def create_admin_app(proxy_app: web.Application) -> web.Application:
 
     admin.router.add_get("/metrics", metrics)
     admin.router.add_get("/healthz", healthz)
+
+    async def coldstarts(_: web.Request) -> web.Response:
+        """The last cold starts, step by step (``activator/journal.py``): what benchmarks and people read."""
+        runtime = proxy_app.get(RUNTIME)
+        return web.json_response(runtime.journal.recent() if runtime is not None else [])
+
     admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/debug/coldstarts", coldstarts)
     return admin
 
 

@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Claim:
+class Scaled:
     before: int
     after: int
+    reads: int  # API round trips it took, conflicts included
+    writes: int
 
 
 class ClaimContention(Conflict):
@@ -37,41 +39,52 @@ async def update_scale(
     namespace: str,
     decide: Callable[[int], int | None],
     *,
+    cached: Obj | None = None,
     attempts: int = 20,
-) -> tuple[int, int] | None:
-    """Read the scale subresource, let ``decide`` pick new replicas (None: leave it), write them with the
-    resourceVersion that was read; on 409 read and decide again. Returns (before, after), or None if left alone."""
-    for _ in range(attempts):
-        scale = await kube.get_scale(resource, name, namespace)
+) -> Scaled | None:
+    """Let ``decide`` pick new replicas from the current ones (None: leave them) and write them with the
+    resourceVersion they were read at; on 409 read and decide again. ``cached`` (the object from a watch cache)
+    saves the first read. Returns what changed, or None if left alone."""
+    reads = writes = 0
+    for attempt in range(attempts):
+        if attempt == 0 and cached is not None:
+            meta = cached["metadata"]
+            scale: Obj = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                          "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                                       "resourceVersion": meta["resourceVersion"]},
+                          "spec": {"replicas": int(cached.get("spec", {}).get("replicas") or 0)}}  # fmt: skip
+        else:
+            scale = await kube.get_scale(resource, name, namespace)
+            reads += 1
         replicas = int(scale.get("spec", {}).get("replicas") or 0)
         wanted = decide(replicas)
         if wanted is None:
             return None
         scale["spec"] = {"replicas": wanted}  # metadata.resourceVersion is the one read: optimistic
+        writes += 1
         try:
             await kube.replace_scale(resource, scale)
         except Conflict:
             continue  # someone else wrote in between
-        return replicas, wanted
+        return Scaled(replicas, wanted, reads, writes)
     raise ClaimContention(f"{resource.kind} {namespace}/{name}: {attempts} conflicting scale writes in a row")
 
 
-async def claim_replica(kube: KubeClient, revision: Revision) -> Claim | None:
-    """Raise the revision's replicas by one unless that would pass maxScale; None when at maxScale."""
+async def claim_replica(kube: KubeClient, revision: Revision, cached: Obj | None = None) -> Scaled | None:
+    """Raise the revision's replicas by one unless that would pass maxScale; None when at maxScale. ``cached``
+    (the Deployment from a watch cache) saves a read unless someone wrote it since."""
 
     def one_more(replicas: int) -> int | None:
         return None if 0 < revision.max_scale <= replicas else replicas + 1
 
-    result = await update_scale(kube, r.DEPLOYMENTS, revision.deployment_name, revision.namespace, one_more)
-    return None if result is None else Claim(*result)
+    return await update_scale(kube, r.DEPLOYMENTS, revision.deployment_name, revision.namespace, one_more,
+                              cached=cached)  # fmt: skip
 
 
-async def read_scale(kube: KubeClient, revision: Revision) -> Obj:
-    return await kube.get_scale(r.DEPLOYMENTS, revision.deployment_name, revision.namespace)
-
-
-async def raise_replicaset(kube: KubeClient, replicaset: Obj, at_least: int) -> None:
-    """Make a ReplicaSet's replicas at least ``at_least`` (what the deployment controller will do anyway)."""
+async def raise_replicaset(kube: KubeClient, replicaset: Obj, at_least: int) -> Scaled | None:
+    """Make a ReplicaSet's replicas at least ``at_least`` (what the deployment controller will do a hop later),
+    starting from the cached object: one round trip unless someone wrote it since."""
     meta = replicaset["metadata"]
-    await update_scale(kube, r.REPLICASETS, meta["name"], meta["namespace"],
-                       lambda replicas: None if replicas >= at_least else at_least)  # fmt: skip
+    return await update_scale(kube, r.REPLICASETS, meta["name"], meta["namespace"],
+                              lambda replicas: None if replicas >= at_least else at_least,
+                              cached=replicaset)  # fmt: skip

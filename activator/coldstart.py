@@ -1,42 +1,58 @@
-"""Cold starts: one at a time per revision (single-flight), timed and counted by path and outcome."""
+"""Cold starts: the one place that owns them. One at a time per revision (single-flight), timed step by step.
+
+Demand arrives as revision keys on a queue (a throttler that makes a request wait with no endpoint at all puts
+its key there); :meth:`ColdStarts.run` takes them. A cold start asks its path for a replica (the local path,
+which falls back to the standard one by itself, or the standard path), then waits until the revision has an
+endpoint, recording each step in the :class:`~activator.journal.Journal` and counting the outcome.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
+from activator.journal import ColdStart, Journal
 from activator.metrics import Metrics
 from activator.scaling import ColdStartPath
 from activator.throttling import SingleFlight
 from activator.tracking import Tracker
+from localsched.knative import KnativeValueError
 
 log = logging.getLogger(__name__)
 
 
 class ColdStarts:
-    def __init__(self, path: ColdStartPath, metrics: Metrics, *, timeout: float) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        path: ColdStartPath,
+        *,
+        demand: asyncio.Queue[str],
+        journal: Journal,
+        metrics: Metrics,
+        timeout: float,
+    ) -> None:
+        self.tracker = tracker
         self.path = path
+        self.demand = demand
+        self.journal = journal
         self.metrics = metrics
         self.timeout = timeout
-        self.tracker: Tracker | None = None  # set once the tracker exists (it calls trigger)
         self.flight: SingleFlight[None] = SingleFlight()
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def trigger(self, key: str) -> None:
-        """Called by a throttler when a request must wait and the revision has no ready endpoint."""
-        if self.flight.running(key):
-            return
-        task = asyncio.create_task(self.flight.run(key, lambda: self._run(key)), name=f"coldstart:{key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def run(self) -> None:
+        """Take demand off the queue for as long as the activator runs."""
+        while True:
+            key = await self.demand.get()
+            self.flight.start(key, functools.partial(self._run, key))
 
     async def _run(self, key: str) -> None:
-        assert self.tracker is not None
         namespace, _, name = key.partition("/")
         started = time.monotonic()
-        outcome = "error"
-        path = self.path.name
+        outcome, path = "error", self.path.name
+        record: ColdStart | None = None
         try:
             revision = self.tracker.revision(key)
             if revision is None:
@@ -45,17 +61,28 @@ class ColdStarts:
             if self.tracker.endpoints(key):
                 outcome = "not_needed"  # endpoints exist but are busy or suspect: no replica is missing
                 return
-            path = await self.path.ensure_capacity(revision)
+            record = self.journal.open(key, path)
+            path = record.path = await self.path.start(revision, record)
+            if not self.tracker.addresses(key):
+                await self.tracker.wait_until(key, lambda: bool(self.tracker.addresses(key)), self.timeout)
+            record.step("ip_known")
+            if not self.tracker.endpoints(key):
+                record.waited_on("own readiness check of the IP")
             await self.tracker.wait_for_endpoints(key, self.timeout)
+            record.step("ready")
             outcome = "ready"
             self.metrics.cold_start_duration.labels(path).observe(time.monotonic() - started)
-            log.info("revision %s: cold start (%s) ready in %.3fs", key, path, time.monotonic() - started)
         except TimeoutError:
             outcome = "timeout"
             log.warning("revision %s: no ready endpoint %.0fs after the cold start", key, self.timeout)
+        except KnativeValueError as exc:
+            outcome = "invalid_revision"
+            log.warning("revision %s: cannot cold-start an invalid revision: %s", key, exc)
         except Exception:
             log.exception("revision %s: cold start failed", key)
         finally:
+            if record is not None:
+                self.journal.close(record, outcome)
             self.metrics.cold_starts.labels(namespace, name, path, outcome).inc()
 
     async def close(self) -> None:

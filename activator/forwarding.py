@@ -65,8 +65,16 @@ class Forwarder:
         self.session = session
         self.connect_timeout = connect_timeout
 
-    async def forward(self, request: web.Request, endpoint: Endpoint, *, timeout: float) -> web.StreamResponse:
-        """Send ``request`` to ``endpoint`` and stream the answer back; ``timeout`` bounds the whole exchange."""
+    async def forward(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        *,
+        timeout: float,
+        on_headers: Callable[[], None] | None = None,
+    ) -> web.StreamResponse:
+        """Send ``request`` to ``endpoint`` and stream the answer back; ``timeout`` bounds the whole exchange.
+        ``on_headers`` is called when the pod's response headers arrive (its first byte)."""
         url = f"{endpoint.url}{request.rel_url}"
         headers = forward_headers(request.headers, client_ip=request.remote)
         body = request.content if request.body_exists else None
@@ -82,6 +90,8 @@ class Forwarder:
             if unacknowledged and body is None:
                 raise NotDelivered(f"{endpoint.url} never acknowledged the request ({exc})") from exc
             raise
+        if on_headers is not None:
+            on_headers()
         async with upstream:  # releases the connection
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                           headers=response_headers(upstream.headers))  # fmt: skip

@@ -8,6 +8,7 @@ upstream error 502, request timeout 504.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from aiohttp import web
 from tenacity import RetryCallState
 
 from activator.forwarding import Forwarder, UpstreamFailed
+from activator.journal import Journal
 from activator.metrics import Metrics
 from activator.retrying import RetryPolicy, retry_reason, retrying
 from activator.routing import PROBE_VALUE, BadRevisionHeaders, identify, is_probe
@@ -45,11 +47,14 @@ def code_class(status: int) -> str:
 
 
 class Proxy:
-    def __init__(self, settings: Settings, tracker: Tracker, forwarder: Forwarder, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, tracker: Tracker, forwarder: Forwarder, metrics: Metrics, journal: Journal
+    ) -> None:
         self.settings = settings
         self.tracker = tracker
         self.forwarder = forwarder
         self.metrics = metrics
+        self.journal = journal
         self.policy = RetryPolicy(
             max_attempts=settings.forwarding.max_attempts, suspect_seconds=settings.forwarding.suspect_seconds
         )
@@ -102,6 +107,7 @@ class Proxy:
             self.metrics.forward_retries.labels(str(reason)).inc()
 
         response: web.StreamResponse | None = None
+        first_byte = functools.partial(self.journal.first_byte, key)
         try:
             async for attempt in retrying(self.policy, before_retry=count_retry):
                 with attempt:
@@ -111,7 +117,9 @@ class Proxy:
                     async with throttler.acquire(wait, exclude=frozenset(tried) if others else frozenset()) as endpoint:
                         tried.add(endpoint)
                         try:
-                            response = await self.forwarder.forward(request, endpoint, timeout=deadline - loop.time())
+                            response = await self.forwarder.forward(
+                                request, endpoint, timeout=deadline - loop.time(), on_headers=first_byte
+                            )
                         except aiohttp.ClientError as exc:
                             if retry_reason(exc) is not None:
                                 throttler.mark_suspect(endpoint, self.policy.suspect_seconds)

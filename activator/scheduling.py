@@ -1,61 +1,78 @@
 """Local scheduling: on a cold start, the activator writes the revision's pod onto its own node.
 
-Only the kubelet stays on the critical path. The steps (docs/local-scheduling.md has the why and the evidence):
+Only the kubelet stays on the critical path, which is exactly (docs/local-scheduling.md has the why and the
+evidence):
 
-1. Filter, as kube-scheduler's filter stage would for this one node: scheduler name, unsupported constraints,
-   readiness, cordon, taints, nodeSelector and required affinity, resources against the pods already on the node
-   (from a watch of this node's pods only). A failure has a named reason, is logged and counted, and the standard
-   path runs instead.
-2. Create the pod from the revision's current ReplicaSet template with ``spec.nodeName`` set to this node, as a
-   stand-in the ReplicaSet cannot see yet (no ``pod-template-hash``, no owner), unless maxScale is already
-   reached. It carries the revision label: the tracker forwards to it the moment it is Ready in this node's pod
-   cache, and the private Service selects it.
-3. Once the kubelet runs it, claim a replica under maxScale (``claiming.claim_replica``: optimistic concurrency
-   on the scale subresource). The pod carries a readiness gate (``localsched.dev/claimed``) that only a won claim
-   opens, so a pod whose claim was lost to a racing activator is never Ready; it is deleted.
-4. Right after the claim, raise the current ReplicaSet to the claimed count (the deployment controller would, a
-   hop later) and adopt the pod: add the hash label and the ReplicaSet as its controller. If the ReplicaSet made
-   a pod of its own for the replica in those milliseconds, it now trims one. kube 1.20 has no
-   pod-deletion-cost; it deletes unscheduled before scheduled, then Pending before Running, then unready before
-   ready (creation times tie: one-second resolution). Its pod is milliseconds old and not yet scheduled; ours has
-   been running since before the claim: it loses. Such wasted creations are counted. After adoption there is
-   nothing to hand off and nothing to leak: the pod is the ReplicaSet's. Then the readiness gate opens.
+1. **Filter** from watch caches (no API call), as kube-scheduler's filter stage would for this one node:
+   scheduler name, unsupported constraints, readiness, cordon, taints, nodeSelector and required affinity,
+   resources against the pods already on the node, and maxScale against the cached ReplicaSet. A failure has a
+   named reason, is counted, and the standard path runs instead.
+2. **Create the pod and claim its replica at the same moment.** The pod is the current ReplicaSet's template with
+   ``spec.nodeName`` set to this node, as a *stand-in*: without the ReplicaSet's selector labels (and its
+   ``pod-template-hash``) neither the ReplicaSet nor the private Service sees it, so nobody can use it before its
+   replica is claimed. The claim (``claiming.claim_replica``) raises the Deployment's replicas under maxScale with
+   optimistic concurrency; a lost claim deletes the pod, which never served.
+3. **The kubelet's first status with the pod IP**, from this node's pod watch.
+4. **The activator's own readiness check of that IP** (the revision's readiness probe, ``probing``); once the
+   claim is won too, the pod is admitted to the revision's endpoints and the queued requests go to it.
 
-An activator that restarts finds stand-ins its node's activators left unadopted (label ``scheduled-by``) and
-adopts them, and deletes those the kubelet rejected. Anything that fails after the claim falls back by itself:
-the replica is claimed, so the ReplicaSet's pod arrives through kube-scheduler and the queue drains to whichever
-pod is Ready first.
+Off the critical path, right after the claim: raise the current ReplicaSet to the claimed replicas (the deployment
+controller would, a hop later) and adopt the pod (its selector labels and the ReplicaSet as controller), so the
+ReplicaSet counts it instead of making a pod of its own; then an Event on the Revision. If the ReplicaSet made a
+pod for the replica in between, it trims one; kube 1.20 has no pod-deletion-cost, and its ranking (unscheduled,
+then Pending, then unready first) favours the stand-in, which has been bound to its node from the start.
+
+Anything that fails after the claim falls back by itself: the replica is claimed, so the ReplicaSet's pod arrives
+through kube-scheduler and the queue drains to whichever pod serves first. What a dead activator left behind is
+cleaned up by ``recovering``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
+import contextlib
 import logging
 import secrets
 import time
 from typing import Any
 
-from activator.claiming import claim_replica, raise_replicaset, read_scale
+import aiohttp
+
+from activator.claiming import Scaled, claim_replica, raise_replicaset
+from activator.journal import ColdStart
 from activator.metrics import Metrics
+from activator.probing import ProbeSpecError, ReadinessCheck, probe_until_ready, readiness_check
+from activator.recovering import ACTIVATOR_ANNOTATION
 from activator.scaling import StandardPath
+from activator.throttling import Endpoint
+from activator.tracking import FOR_REVISION_LABEL, SCHEDULED_BY_LABEL, Tracker
 from localsched.knative import REVISION_LABEL, Revision
 from localsched.kube import resources as r
-from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
+from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import KubeError, NotFound
-from localsched.kube.watching import Event, WatchCache
+from localsched.kube.watching import WatchCache
 from localsched.predicates import filter_local
+from localsched.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-SCHEDULED_BY_LABEL = "localsched.dev/scheduled-by"  # on pods the activators create; value: the node
-ACTIVATOR_ANNOTATION = "localsched.dev/activator"  # which activator pod created it
+LOCAL_SCHEDULING_ANNOTATION = "localsched.dev/local-scheduling"  # "false" on a Revision: never schedule it here
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
-CLAIM_GATE = "localsched.dev/claimed"  # readiness gate: the pod may be Ready only once its replica is claimed
-ADOPTION_WAIT_SECONDS = 30.0
-ABANDONED_AFTER_SECONDS = 10.0  # a live activator adopts its stand-in within milliseconds of creating it
-ADOPTION_ATTEMPTS = 12  # with backoff up to 30 s between them: about five minutes
+# When the replica is claimed (docs/local-scheduling.md, "The race with the ReplicaSet"): at the pod's creation
+# (fastest; needs pod-deletion-cost, Kubernetes 1.22+, to keep the ReplicaSet from trimming the local pod), or
+# once the kubelet reports it Running (then the ReplicaSet's own pod for the replica always ranks below it).
+CLAIM_AT_CREATE = "create"
+CLAIM_AT_RUNNING = "running"
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+LOCAL_POD_DELETION_COST = "100"  # above the default 0: among equals, the ReplicaSet removes others first
+HANDOVER_ATTEMPTS = 8  # with backoff up to 10 s between them
+RAISE_WAIT_SECONDS = 10.0
+
+
+class NothingClaimed(Exception):
+    """The stand-in failed (refused by the API server, rejected by the kubelet, deleted) before its replica was
+    claimed: the standard path takes over."""
 
 
 def current_replicaset(replicasets: WatchCache, revision: Revision) -> Obj | None:
@@ -71,44 +88,46 @@ def current_replicaset(replicasets: WatchCache, revision: Revision) -> Obj | Non
     return max(owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, "0")))
 
 
-def local_pod(replicaset: Obj, *, node: str, activator: str) -> Obj:
-    """The ReplicaSet's pod, bound to ``node``, as a stand-in: without the hash label the ReplicaSet ignores it."""
+def selector_labels(replicaset: Obj) -> set[str]:
+    """The label keys the ReplicaSet selects by (with Knative's Deployment: revisionUID, plus the hash)."""
+    return {*(replicaset["spec"].get("selector", {}).get("matchLabels") or {}), HASH_LABEL}
+
+
+def stand_in(replicaset: Obj, revision: Revision, *, node: str, activator: str) -> Obj:
+    """The ReplicaSet's pod, bound to ``node``, without the labels its ReplicaSet and private Service select by."""
     template = replicaset["spec"]["template"]
     meta = replicaset["metadata"]
-    labels = {k: v for k, v in (template.get("metadata", {}).get("labels") or {}).items() if k != HASH_LABEL}
+    hidden = selector_labels(replicaset)
+    labels = {k: v for k, v in (template.get("metadata", {}).get("labels") or {}).items() if k not in hidden}
     annotations = {**(template.get("metadata", {}).get("annotations") or {}), ACTIVATOR_ANNOTATION: activator}
     return {
         "metadata": {
             "name": f"{meta['name']}-{secrets.token_hex(3)}",
             "namespace": meta["namespace"],
-            "labels": {**labels, SCHEDULED_BY_LABEL: node},
+            "labels": {**labels, SCHEDULED_BY_LABEL: node, FOR_REVISION_LABEL: revision.name},
             "annotations": annotations,
         },
-        "spec": {
-            **template["spec"],
-            "nodeName": node,
-            "readinessGates": [*(template["spec"].get("readinessGates") or []), {"conditionType": CLAIM_GATE}],
-        },
+        "spec": {**template["spec"], "nodeName": node},
     }
 
 
-def claimed(pod: Obj) -> bool:
-    return any(c.get("type") == CLAIM_GATE and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
-
-
 def adoption_patch(replicaset: Obj) -> Obj:
-    """What makes a stand-in the ReplicaSet's own pod: its hash label, and the ReplicaSet as controller."""
+    """What makes a stand-in the ReplicaSet's own pod: its template's labels, and the ReplicaSet as controller."""
     meta = replicaset["metadata"]
     owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"], "uid": meta["uid"],
              "controller": True, "blockOwnerDeletion": True}  # fmt: skip
-    template_hash = replicaset["spec"]["template"]["metadata"]["labels"][HASH_LABEL]
-    return {"metadata": {"labels": {HASH_LABEL: template_hash}, "ownerReferences": [owner]}}
+    labels = dict(replicaset["spec"]["template"]["metadata"].get("labels") or {})
+    return {"metadata": {"labels": labels, "ownerReferences": [owner]}}
 
 
-def is_stand_in(pod: Obj, node: str) -> bool:
-    meta = pod["metadata"]
-    return (meta.get("labels") or {}).get(SCHEDULED_BY_LABEL) == node and not meta.get("ownerReferences")
+def claim_order(setting: str, server_version: Obj) -> str:
+    """``auto``: claim at creation where pod-deletion-cost protects the local pod (1.22+), else once Running."""
+    if setting != "auto":
+        return setting
+    minor = "".join(ch for ch in str(server_version.get("minor", "")) if ch.isdigit())
+    major = str(server_version.get("major", ""))
+    modern = major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (1, 22)
+    return CLAIM_AT_CREATE if modern else CLAIM_AT_RUNNING
 
 
 def revision_key_of(obj: Obj) -> list[str]:
@@ -122,26 +141,36 @@ class LocalPath:
     def __init__(
         self,
         kube: KubeClient,
+        tracker: Tracker,
         *,
         node_name: str,
-        activator_name: str,
-        nodes: WatchCache,
-        local_pods: WatchCache,
+        activator: str,
         replicasets: WatchCache,
+        deployments: WatchCache,
         standard: StandardPath,
+        probe_session: aiohttp.ClientSession,
+        probe_interval: float,
+        timeout: float,
         metrics: Metrics,
+        claim_at: str,
     ) -> None:
+        if claim_at not in (CLAIM_AT_CREATE, CLAIM_AT_RUNNING):
+            raise ValueError(f"claim_at must be {CLAIM_AT_CREATE!r} or {CLAIM_AT_RUNNING!r}, got {claim_at!r}")
+        self.claim_at = claim_at
         self.kube = kube
+        self.tracker = tracker
         self.node_name = node_name
-        self.activator_name = activator_name or f"activator@{node_name}"
-        self.nodes = nodes
-        self.local_pods = local_pods
+        self.activator = activator
         self.replicasets = replicasets
+        self.deployments = deployments
         self.standard = standard
+        self.probe_session = probe_session
+        self.probe_interval = probe_interval
+        self.timeout = timeout
         self.metrics = metrics
-        self._pending: set[asyncio.Task[None]] = set()
-        self._adopting: set[tuple[str, str]] = set()
-        local_pods.add_handler(self._finish_lifecycle)
+        self.handovers = TaskSet("local scheduling hand-over")
+
+    # -- filter ----------------------------------------------------------------------------------------------
 
     async def _replicaset(self, revision: Revision, wait: float = 2.0) -> Obj | None:
         """The current ReplicaSet; a revision created a moment ago may need the deployment controller's next step."""
@@ -150,141 +179,231 @@ class LocalPath:
         except TimeoutError:
             return None
 
-    def _skip(self, revision: Revision, reason: str) -> None:
-        self.metrics.local_skips.labels(reason).inc()
-        log.info("revision %s: not scheduling locally on %s: %s", revision.key, self.node_name, reason)
-
-    async def ensure_capacity(self, revision: Revision) -> str:
-        replicaset = await self._replicaset(revision)
-        node = self.nodes.get(self.node_name)
-        reason: str | None
+    def _refusal(self, revision: Revision, replicaset: Obj | None) -> str | None:
+        """Why this node must not take the pod, or None (everything from caches: no API call)."""
+        if revision.annotations.get(LOCAL_SCHEDULING_ANNOTATION, "").lower() == "false":
+            return "DisabledForRevision"
         if replicaset is None:
-            reason = "NoReplicaSet"
-        elif node is None:
-            reason = "NodeUnknown"
-        else:
-            reason = filter_local(node, replicaset["spec"]["template"]["spec"], self.local_pods.items())
+            return "NoReplicaSet"
+        node = self.tracker.nodes.get(self.node_name)
+        if node is None:
+            return "NodeUnknown"
+        if 0 < revision.max_scale <= int(replicaset["spec"].get("replicas") or 0):
+            return "MaxScale"
+        return filter_local(node, replicaset["spec"]["template"]["spec"], self.tracker.local_pods.items())
+
+    # -- the cold start --------------------------------------------------------------------------------------
+
+    async def start(self, revision: Revision, record: ColdStart) -> str:
+        replicaset = await self._replicaset(revision)
+        reason = self._refusal(revision, replicaset)
         if reason is not None or replicaset is None:
-            self._skip(revision, str(reason))
-            return await self.standard.ensure_capacity(revision)
-
-        started = time.monotonic()
-        scale = await read_scale(self.kube, revision)
-        if revision.max_scale > 0 and int(scale["spec"].get("replicas") or 0) >= revision.max_scale:
-            self._skip(revision, "MaxScale")
-            return "max_scale"
-        body = local_pod(replicaset, node=self.node_name, activator=self.activator_name)
-        name = body["metadata"]["name"]
-        key = (revision.namespace, name)
-        self._adopting.add(key)  # this call adopts it; the watch's ADDED must not too
-        steps: dict[str, float] = {}
-
-        def step(label: str) -> None:
-            steps[label] = round(time.monotonic() - started, 3)
-
+            self.metrics.local_skips.labels(str(reason)).inc()
+            log.info("revision %s: not scheduling locally on %s: %s", revision.key, self.node_name, reason)
+            record.notes["local_skip"] = reason
+            return await self.standard.start(revision, record)
         try:
-            await self.kube.create(r.PODS, body)
-            self.metrics.local_pods.labels("created").inc()
-            step("created")
-            # Claim only once the kubelet runs our pod: whatever pod the ReplicaSet makes for the claim is then
-            # younger and at best Pending when it trims (see the module docstring).
-            phase = await self._phase_once_started(revision.namespace, name)
-            step("running")
-            if phase != "Running":
-                self._skip(revision, f"Pod{phase or 'Gone'}")
-                return await self.standard.ensure_capacity(revision)
-            claim = await claim_replica(self.kube, revision)
-            if claim is None:
-                self._skip(revision, "MaxScale")
-                await self._delete(revision.namespace, name, "lost_claim")
-                return "max_scale"
-            step("claimed")
-            # Back to back: raise the ReplicaSet (the deployment controller would, a hop later) and adopt. A pod the
-            # ReplicaSet makes in between is milliseconds old and unscheduled when it trims: it goes first. (Opening
-            # the gate before this widened that window enough for the ReplicaSet's pod to get scheduled.)
-            await raise_replicaset(self.kube, replicaset, claim.after)
-            await self._adopt(revision.namespace, name, revision, claim.after, replicaset)
-            step("adopted")
-            await self._open_gate(revision.namespace, name)
-            step("gate_open")
-        finally:
-            self._adopting.discard(key)
-        log.info("revision %s: created %s on %s (replicas %d -> %d); steps %s", revision.key, name, self.node_name,
-                 claim.before, claim.after, steps)  # fmt: skip
-        await self._record(revision, name)
+            check = readiness_check(revision.pod_spec, revision.container_port)
+        except ProbeSpecError as exc:
+            self.metrics.local_skips.labels("UnsupportedProbe").inc()
+            record.notes["local_skip"] = str(exc)
+            return await self.standard.start(revision, record)
+        body = stand_in(replicaset, revision, node=self.node_name, activator=self.activator)
+        if self.claim_at == CLAIM_AT_CREATE:
+            body["metadata"]["annotations"][DELETION_COST_ANNOTATION] = LOCAL_POD_DELETION_COST
+        record.pod = body["metadata"]["name"]
+        record.notes["claim_at"] = self.claim_at
+        record.step("decided")
+        try:
+            async with asyncio.timeout(self.timeout):
+                endpoint = await self._cold_start(revision, body, check, record)
+        except NothingClaimed:
+            return await self.standard.start(revision, record)
+        except TimeoutError:
+            record.notes["local_failed"] = "no IP or no readiness within the activation timeout"
+            return self.name
+        if endpoint is None:
+            return str(record.notes.setdefault("local_outcome", self.name))
+        self.tracker.admit(revision.key, record.pod, endpoint)
+        record.step("admitted")
         return self.name
 
-    async def _open_gate(self, namespace: str, name: str) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        condition = {"type": CLAIM_GATE, "status": "True", "reason": "ReplicaClaimed", "lastTransitionTime": now,
-                     "message": f"replica claimed under maxScale by the activator on {self.node_name}"}  # fmt: skip
-        await self.kube.patch(r.PODS, name, {"status": {"conditions": [condition]}}, namespace,
-                              subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
-
-    async def _phase_once_started(self, namespace: str, name: str) -> str | None:
-        """The pod's phase once the kubelet has started or rejected it (None: gone, or not within the wait)."""
-
-        def started(cache: WatchCache) -> str | None:
-            pod = cache.get(name, namespace)
-            phase = (pod or {}).get("status", {}).get("phase")
-            return phase if phase in ("Running", "Succeeded", "Failed") else None
-
+    async def _cold_start(
+        self, revision: Revision, body: Obj, check: ReadinessCheck, record: ColdStart
+    ) -> Endpoint | None:
+        """Create the stand-in and claim its replica (in the order ``claim_at`` says); its endpoint once it may
+        serve, or None when it may not (the reason is in ``record.notes``)."""
+        namespace, name = revision.namespace, body["metadata"]["name"]
+        loop = asyncio.get_running_loop()
+        created = loop.create_task(self.kube.create(r.PODS, body), name=f"create:{name}")
+        claiming: asyncio.Task[Scaled | None] | None = None
+        if self.claim_at == CLAIM_AT_CREATE:
+            claiming = loop.create_task(self._claim(revision, record), name=f"claim:{revision.key}")
+            record.waited_on("pod create + maxScale claim, at once")
+        else:
+            record.waited_on("pod create")
         try:
-            return await self.local_pods.wait_for(started, ADOPTION_WAIT_SECONDS)
-        except TimeoutError:
-            await self._delete(namespace, name, "not_started")
+            await created
+        except KubeError as exc:
+            log.warning("revision %s: could not create a pod on %s (%s)", revision.key, self.node_name, exc)
+            record.notes["create_failed"] = str(exc)[:200]
+            if claiming is None:
+                raise NothingClaimed from exc
+            # A won claim is a replica the ReplicaSet brings the standard way.
+            record.notes["local_outcome"] = "standard" if await claiming is not None else "max_scale"
             return None
+        record.api(writes=1)
+        record.step("created")
+        self.metrics.local_pods.labels("created").inc()
+        if claiming is not None and not await self._claimed(revision, name, claiming, record):
+            return None
+        ip = await self._address(namespace, name, created.result()["metadata"]["uid"], running=claiming is None)
+        if ip is None:
+            record.notes["local_failed"] = "the pod stopped before it served (rejected, trimmed or deleted)"
+            if claiming is None:
+                await self._delete(namespace, name, "not_started")
+                raise NothingClaimed
+            return None
+        record.step("ip_known")
+        record.waited_on("kubelet status with the pod IP" + ("" if claiming else " (and Running)"))
+        probing = loop.create_task(self._probe(namespace, name, ip, check, record), name=f"probe:{name}")
+        if claiming is not None:
+            record.waited_on("own readiness check of the IP")
+        else:  # the kubelet runs it: claim now, while the activator checks it
+            record.waited_on("own readiness check of the IP + maxScale claim, at once")
+            claiming = loop.create_task(self._claim(revision, record), name=f"claim:{revision.key}")
+            if not await self._claimed(revision, name, claiming, record):
+                probing.cancel()
+                return None
+        try:
+            return await probing
+        finally:
+            probing.cancel()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def _claim(self, revision: Revision, record: ColdStart) -> Scaled | None:
+        claim = await claim_replica(self.kube, revision, self.deployments.get(revision.deployment_name,
+                                                                              revision.namespace))  # fmt: skip
+        if claim is None:
+            record.api(reads=1)
+        else:
+            record.api(reads=claim.reads, writes=claim.writes)
+        return claim
 
-    async def _adopt(
-        self, namespace: str, pod: str, revision: Revision, replicas: int, replicaset: Obj | None = None
-    ) -> None:
-        """Hand the stand-in to the ReplicaSet (given, else once its replicas include the claim, or a deadline)."""
+    async def _claimed(
+        self, revision: Revision, name: str, claiming: asyncio.Task[Scaled | None], record: ColdStart
+    ) -> bool:
+        """After the claim: a lost (or failed) one deletes the stand-in, which never served; a won one hands it
+        over to the ReplicaSet, off the critical path."""
+        try:
+            claim = await claiming
+        except BaseException:
+            await self._delete(revision.namespace, name, "claim_failed")
+            raise
+        if claim is None:
+            log.info("revision %s: maxScale %d reached by other activators; deleting %s", revision.key,
+                     revision.max_scale, name)  # fmt: skip
+            await self._delete(revision.namespace, name, "lost_claim")
+            record.notes["local_outcome"] = "max_scale"
+            return False
+        record.step("claimed")
+        self.handovers.spawn(self._hand_over(revision, name, claim, record), name=f"handover:{name}")
+        return True
 
-        def ready_rs(cache: WatchCache) -> Obj | None:
+    async def _address(self, namespace: str, name: str, uid: str, *, running: bool) -> str | None:
+        """The pod IP from the kubelet's first status carrying it (and phase Running, if ``running``); None if
+        the pod failed or went away first."""
+        seen = False
+
+        def reported(cache: WatchCache) -> tuple[str | None] | None:
+            nonlocal seen
+            pod = cache.get(name, namespace)
+            if pod is None or pod["metadata"]["uid"] != uid:
+                return (None,) if seen else None  # not in the cache yet, or gone since
+            seen = True
+            status = pod.get("status", {})
+            if pod["metadata"].get("deletionTimestamp") or status.get("phase") == "Failed":
+                return (None,)
+            ip = status.get("podIP")
+            return (ip,) if ip and (not running or status.get("phase") == "Running") else None
+
+        (ip,) = await self.tracker.local_pods.wait_for(reported, self.timeout)
+        return ip
+
+    async def _probe(
+        self, namespace: str, name: str, ip: str, check: ReadinessCheck, record: ColdStart
+    ) -> Endpoint | None:
+        """The pod's endpoint once the activator's own check of its IP passed; None if the pod goes away first."""
+
+        def gone(cache: WatchCache) -> bool:
+            pod = cache.get(name, namespace)
+            return pod is None or bool(pod["metadata"].get("deletionTimestamp"))
+
+        loop = asyncio.get_running_loop()
+        probing = loop.create_task(probe_until_ready(self.probe_session, check, ip, interval=self.probe_interval,
+                                                     timeout=self.tracker.prober.timeout))  # fmt: skip
+        leaving = loop.create_task(self.tracker.local_pods.wait_for(gone, self.timeout))
+        try:
+            await asyncio.wait((probing, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            probing.cancel()
+            leaving.cancel()
+        if not probing.done() or probing.cancelled() or gone(self.tracker.local_pods):
+            record.notes["local_failed"] = "the pod stopped before it served (trimmed or deleted)"
+            return None
+        record.step("probe_ok")
+        record.notes["probes"] = probing.result()
+        pod = self.tracker.local_pods.get(name, namespace)
+        ports = [p["containerPort"] for c in (pod or {}).get("spec", {}).get("containers", [])
+                 for p in c.get("ports") or []]  # fmt: skip
+        return Endpoint(ip, int(ports[0]) if ports else check.port, self.node_name)
+
+    # -- off the critical path -------------------------------------------------------------------------------
+
+    async def _hand_over(self, revision: Revision, pod: str, claim: Scaled, record: ColdStart) -> None:
+        """Adopt the stand-in the moment the ReplicaSet's replicas include its claim, whoever raised them (we do
+        at once, in case the deployment controller is slower), retrying with backoff; a pod that cannot be handed
+        over is deleted (the ReplicaSet's own pod serves the claimed replica instead)."""
+
+        def raised(cache: WatchCache) -> Obj | None:
             rs = current_replicaset(cache, revision)
-            return rs if rs is not None and int(rs["spec"].get("replicas") or 0) >= replicas else None
+            return rs if rs is not None and int(rs["spec"].get("replicas") or 0) >= claim.after else None
 
-        if replicaset is None:
-            try:
-                replicaset = await self.replicasets.wait_for(ready_rs, ADOPTION_WAIT_SECONDS)
-            except TimeoutError:
-                replicaset = current_replicaset(self.replicasets, revision)
-        delay = 0.5
-        for _ in range(ADOPTION_ATTEMPTS):
-            replicaset = current_replicaset(self.replicasets, revision) if replicaset is None else replicaset
+        delay = 0.2
+        for attempt in range(HANDOVER_ATTEMPTS):
+            replicaset = current_replicaset(self.replicasets, revision)
             if replicaset is None:
-                return  # the revision is gone: the pod goes with it (garbage collection of the namespace/Revision)
+                break
             try:
-                await self.kube.patch(r.PODS, pod, adoption_patch(replicaset), namespace)
+                raising = asyncio.ensure_future(raise_replicaset(self.kube, replicaset, claim.after))
+                try:
+                    replicaset = await self.replicasets.wait_for(raised, RAISE_WAIT_SECONDS)
+                except TimeoutError:
+                    await raising  # raises what went wrong, if anything did
+                    continue
+                record.step("rs_raised")
+                await self.kube.patch(r.PODS, pod, adoption_patch(replicaset), revision.namespace)
+                record.step("adopted")
                 self.metrics.local_pods.labels("adopted").inc()
-                log.info("handed %s/%s to ReplicaSet %s", namespace, pod, replicaset["metadata"]["name"])
+                with contextlib.suppress(KubeError):
+                    await raising  # the deployment controller may have raised it first: a conflict is fine
+                await self._event(revision, pod)
                 return
             except NotFound:
-                return
+                return  # the pod is gone (deleted, trimmed): nothing to hand over
             except KubeError as exc:
-                log.warning("could not hand %s/%s to its ReplicaSet (retrying in %.1fs): %s", namespace, pod, delay,
-                            exc)  # fmt: skip
+                log.warning("could not hand %s/%s to its ReplicaSet (attempt %d, retrying in %.1fs): %s",
+                            revision.namespace, pod, attempt + 1, delay, exc)  # fmt: skip
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            replicaset = None
+            delay = min(delay * 2, 10.0)
+        await self._delete(revision.namespace, pod, "handover_failed")
 
-    async def _record(self, revision: Revision, pod: str) -> None:
+    async def _event(self, revision: Revision, pod: str) -> None:
         """An Event on the Revision, so `kubectl describe revision` shows the local cold start (best effort)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         event: dict[str, Any] = {
             "metadata": {"generateName": f"{revision.name}.", "namespace": revision.namespace},
-            "involvedObject": {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Revision",
-                "name": revision.name,
-                "namespace": revision.namespace,
-                "uid": revision.uid,
-            },
+            "involvedObject": {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": revision.name,
+                               "namespace": revision.namespace, "uid": revision.uid},
             "reason": "LocalScheduled",
             "message": f"activator on {self.node_name} created pod {pod} on its own node",
             "type": "Normal",
@@ -292,72 +411,11 @@ class LocalPath:
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
-        }
+        }  # fmt: skip
         try:
             await self.kube.create(r.EVENTS, event, revision.namespace)
         except KubeError as exc:
             log.debug("could not record event for %s: %s", revision.key, exc)
-
-    def _finish_lifecycle(self, event: Event) -> None:
-        """Pods this node's activators created and the kubelet rejected (e.g. OutOfcpu) are deleted, not leaked.
-
-        Runs for every pod on the node as the cache lists and watches, so an activator that restarts finishes
-        what an earlier one left behind. The ReplicaSet has already replaced a failed pod (it ignores failed pods).
-        """
-        pod = event.obj
-        meta = pod["metadata"]
-        if event.type == "DELETED" or (meta.get("labels") or {}).get(SCHEDULED_BY_LABEL) != self.node_name:
-            return
-        if meta.get("deletionTimestamp"):
-            return
-        key = (meta["namespace"], meta["name"])
-        if pod.get("status", {}).get("phase") == "Failed":
-            self._spawn(self._delete_failed(*key))
-        elif event.type == "ADDED" and is_stand_in(pod, self.node_name) and key not in self._adopting:
-            # Listed at start-up, or made by another activator on this node (two run during a rolling update):
-            # only one still unadopted well after its creation was abandoned by an activator that died.
-            self._adopting.add(key)
-            self._spawn(self._adopt_found(pod))
-
-    async def _adopt_found(self, pod: Obj) -> None:
-        """Finish a stand-in an earlier activator left: claim it (or delete it at maxScale), open its gate, adopt."""
-        meta = pod["metadata"]
-        name = (meta.get("labels") or {}).get(REVISION_LABEL)
-        try:
-            created = calendar.timegm(time.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
-            await asyncio.sleep(max(0.0, created + ABANDONED_AFTER_SECONDS - time.time()))
-            try:
-                pod = await self.kube.get(r.PODS, meta["name"], meta["namespace"])
-            except NotFound:
-                return
-            meta = pod["metadata"]
-            if name is None or not is_stand_in(pod, self.node_name) or meta.get("deletionTimestamp"):
-                return  # its creator finished it after all
-            revision_obj = await self.kube.get(r.REVISIONS, name, meta["namespace"])
-            revision = Revision.from_object(revision_obj)
-            if claimed(pod):
-                scale = await read_scale(self.kube, revision)
-                replicas = int(scale["spec"].get("replicas") or 0)
-            else:
-                claim = await claim_replica(self.kube, revision)
-                if claim is None:
-                    await self._delete(meta["namespace"], meta["name"], "lost_claim")
-                    return
-                replicaset = current_replicaset(self.replicasets, revision)
-                if replicaset is not None:
-                    await raise_replicaset(self.kube, replicaset, claim.after)
-                    await self._adopt(meta["namespace"], meta["name"], revision, claim.after, replicaset)
-                await self._open_gate(meta["namespace"], meta["name"])
-                replicas = claim.after
-            log.info("finishing the cold start of %s/%s left by an earlier activator", meta["namespace"], meta["name"])
-            await self._adopt(meta["namespace"], meta["name"], revision, replicas)
-        except (KubeError, ValueError) as exc:
-            log.warning("could not finish stand-in %s/%s: %s", meta["namespace"], meta["name"], exc)
-        finally:
-            self._adopting.discard((meta["namespace"], meta["name"]))
-
-    async def _delete_failed(self, namespace: str, name: str) -> None:
-        await self._delete(namespace, name, "failed_deleted")
 
     async def _delete(self, namespace: str, name: str, outcome: str) -> None:
         try:
@@ -368,3 +426,6 @@ class LocalPath:
             pass
         except KubeError as exc:
             log.warning("could not delete pod %s/%s: %s", namespace, name, exc)
+
+    async def close(self) -> None:
+        await self.handovers.close()

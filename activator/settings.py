@@ -32,6 +32,7 @@ class Throttling:
     queue_limit: int = 1000  # queued requests per revision; beyond it, 503 with Retry-After
     activation_timeout_seconds: float = 120.0  # how long a request may wait for capacity
     retry_after_seconds: int = 1
+    probe_interval_seconds: float = 0.05  # the activator's own readiness checks of new pods (queue-proxy: 50 ms)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Settings:
     throttling: Throttling
     forwarding: Forwarding
     local_scheduling: bool = True  # off: cold starts take the standard path (scale the Deployment from zero)
+    claim_at: str = "auto"  # when a local pod's replica is claimed: create, running, or auto (by server version)
     cluster_domain: str = "cluster.local"
     kubeconfig: str | None = None
     log_level: str = "INFO"
@@ -65,10 +67,16 @@ def parser() -> argparse.ArgumentParser:
         ("--shutdown-timeout-seconds", "then wait this long for requests", Server.shutdown_timeout_seconds),
         ("--queue-limit", "queued requests per revision", Throttling.queue_limit),
         ("--activation-timeout-seconds", "max wait for capacity", Throttling.activation_timeout_seconds),
+        (
+            "--probe-interval-seconds",
+            "how often a new pod's IP is probed until it answers",
+            Throttling.probe_interval_seconds,
+        ),
         ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
         ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
         ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
         ("--local-scheduling", "schedule cold starts onto this node (true/false)", True),
+        ("--claim-at", "claim a local pod's replica at its creation (create), once it runs (running), or auto", "auto"),
         ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
         ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
         ("--log-level", "log level", "INFO"),
@@ -91,6 +99,9 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     level = text("--log-level", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"--log-level={level!r} is invalid: DEBUG, INFO, WARNING or ERROR")
+    claim_at = text("--claim-at", "auto")
+    if claim_at not in ("auto", "create", "running"):
+        raise SettingsError(f"--claim-at={claim_at!r} is invalid: auto, create or running")
     return Settings(
         identity=Identity(
             node_name=node,
@@ -108,6 +119,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         throttling=Throttling(
             queue_limit=whole("--queue-limit", Throttling.queue_limit, 1),
             activation_timeout_seconds=number("--activation-timeout-seconds", Throttling.activation_timeout_seconds),
+            probe_interval_seconds=number("--probe-interval-seconds", Throttling.probe_interval_seconds),
         ),
         forwarding=Forwarding(
             connect_timeout_seconds=number("--connect-timeout-seconds", Forwarding.connect_timeout_seconds),
@@ -115,6 +127,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             suspect_seconds=number("--suspect-seconds", Forwarding.suspect_seconds),
         ),
         local_scheduling=read.flag("--local-scheduling", True),
+        claim_at=claim_at,
         cluster_domain=text("--cluster-domain", "cluster.local"),
         kubeconfig=text("--kubeconfig", "") or None,
         log_level=level,

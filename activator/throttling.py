@@ -70,7 +70,7 @@ class Throttler:
         async with throttler.acquire(timeout=30.0, exclude=tried) as endpoint:
             ...  # forward to endpoint.url
 
-    ``on_no_capacity`` (set by the owner) is called, synchronously, when a request starts waiting while no
+    ``on_no_capacity`` (given by the owner) is called, synchronously, when a request starts waiting while no
     endpoint is ready at all, and when an ``update()`` leaves waiting requests with no ready endpoint. It must be
     cheap and must not raise (an exception propagates to the request, or to ``update()``'s caller); the app uses
     it to start a single-flight cold start.
@@ -82,6 +82,7 @@ class Throttler:
         container_concurrency: int,
         queue_limit: int,
         clock: Callable[[], float] = time.monotonic,
+        on_no_capacity: Callable[[], None] | None = None,
     ) -> None:
         _check_container_concurrency(container_concurrency)
         if queue_limit < 0:
@@ -96,7 +97,7 @@ class Throttler:
         self._suspect_timers: dict[Endpoint, asyncio.TimerHandle] = {}
         self._waiters: deque[_Waiter] = deque()
         self._next = 0  # rotating start index: ties in load go to a different endpoint each time
-        self.on_no_capacity: Callable[[], None] | None = None
+        self.on_no_capacity = on_no_capacity
 
     # -- state -------------------------------------------------------------------------------------------------
 
@@ -371,13 +372,17 @@ class SingleFlight(Generic[T]):
         task = self._tasks.get(key)
         return task is not None and not task.done()
 
-    async def run(self, key: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
+    def start(self, key: str, coro_factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """The run for ``key``: the one in progress, else a new one started now (not awaited)."""
         task = self._tasks.get(key)
         if task is None or task.done():
             task = asyncio.create_task(_await(coro_factory), name=f"single-flight {key}")
             self._tasks[key] = task
             task.add_done_callback(lambda t: self._forget(key, t))
-        return await asyncio.shield(task)
+        return task
+
+    async def run(self, key: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
+        return await asyncio.shield(self.start(key, coro_factory))
 
     def _forget(self, key: str, task: asyncio.Task[T]) -> None:
         if self._tasks.get(key) is task:

@@ -1,11 +1,19 @@
 """Which endpoints serve each revision, from watch caches: never an API call per request.
 
 Revisions, the revisions' private EndpointSlices, Nodes and the pods on this activator's own node are watched.
-A revision's endpoints are the ready addresses of its ``{rev}-private`` slices whose node is Ready, plus its
-Ready pods on this node straight from the pod cache: a pod scheduled here is used the moment it is Ready,
-without waiting for the EndpointSlice to catch up. A node → revisions reverse index means a node
-going NotReady (or away) takes every endpoint on it out of rotation at once, recomputing only the revisions that
-had endpoints there.
+A revision's endpoints are, on Ready nodes only:
+
+* the addresses of its ``{rev}-private`` slices that are ready, and the not-ready ones that passed the
+  activator's own readiness check (as Knative's activator probes not-ready addresses itself, so a new pod serves
+  before Kubernetes calls it Ready);
+* its pods on this node straight from the pod cache, Ready or passed the check, without waiting for the
+  EndpointSlice to catch up;
+* a pod this activator scheduled here (a stand-in, see ``scheduling``) only once its cold start admitted it: its
+  replica was claimed and the check passed. Other stand-ins on the node are never used.
+
+Not-ready candidates are probed (``probing.Prober``) only for revisions with a throttler, i.e. with traffic here.
+A node -> revisions reverse index means a node going NotReady (or away) takes every endpoint on it out of rotation
+at once, recomputing only the revisions that had endpoints there.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import aiohttp
+
 from activator.metrics import Metrics
+from activator.probing import Prober, ProbeSpecError, ReadinessCheck, readiness_check
 from activator.throttling import Endpoint, Throttler, Throttlers
 from localsched.knative import REVISION_LABEL, KnativeValueError, Revision
 from localsched.kube import resources as r
@@ -28,11 +39,20 @@ log = logging.getLogger(__name__)
 PRIVATE_SUFFIX = "-private"
 # Knative labels its private Services so, and the EndpointSlice controller copies Service labels onto slices.
 SLICE_SELECTOR = "networking.internal.knative.dev/serviceType=Private"
+SCHEDULED_BY_LABEL = "localsched.dev/scheduled-by"  # on pods the activators create; value: the node
+FOR_REVISION_LABEL = "localsched.dev/revision"  # on those pods too: the revision, whatever Knative's labels
 
 
 def revision_of_pod(pod: Obj) -> list[str]:
-    name = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
+    labels = pod["metadata"].get("labels") or {}
+    name = labels.get(REVISION_LABEL) or labels.get(FOR_REVISION_LABEL)
     return [f"{pod['metadata']['namespace']}/{name}"] if name else []
+
+
+def is_stand_in(pod: Obj) -> bool:
+    """A pod an activator wrote onto its node that no ReplicaSet owns yet."""
+    meta = pod["metadata"]
+    return SCHEDULED_BY_LABEL in (meta.get("labels") or {}) and not meta.get("ownerReferences")
 
 
 def pod_is_ready(pod: Obj) -> bool:
@@ -55,18 +75,29 @@ def revision_of_slice(slice_obj: Obj) -> list[str]:
     return [f"{slice_obj['metadata']['namespace']}/{service.removesuffix(PRIVATE_SUFFIX)}"]
 
 
+def _pod_signature(pod: Obj | None) -> tuple[object, ...]:
+    """What about a local pod changes its endpoints: address, readiness, terminating, ownership."""
+    if pod is None:
+        return ()
+    meta = pod["metadata"]
+    return (pod.get("status", {}).get("podIP"), pod_is_ready(pod), bool(meta.get("deletionTimestamp")),
+            is_stand_in(pod), pod.get("status", {}).get("phase"))  # fmt: skip
+
+
 class Tracker:
-    """Owns the watch caches and the per-revision throttlers, and keeps their endpoints current."""
+    """Owns the watch caches, the per-revision throttlers and the prober, and keeps their endpoints current."""
 
     def __init__(
         self,
         kube: KubeClient,
         slice_resource: r.Resource,
+        probe_session: aiohttp.ClientSession,
         *,
         queue_limit: int,
         metrics: Metrics,
         on_no_capacity: Callable[[str], None],
         node_name: str,
+        probe_interval: float,
     ) -> None:
         self.node_name = node_name
         self.revisions = WatchCache(kube, r.REVISIONS, name="revisions")
@@ -82,10 +113,12 @@ class Tracker:
         self.metrics = metrics
         self.queue_limit = queue_limit
         self.on_no_capacity = on_no_capacity
+        self.prober = Prober(probe_session, interval=probe_interval, on_healthy=self.recompute)
         self.throttlers = Throttlers(self._new_throttler)
+        self._admitted: dict[str, set[str]] = {}  # revision -> stand-ins admitted by their cold start
         self._nodes_of: dict[str, frozenset[str]] = {}  # revision -> nodes its slices mention
         self._by_node: dict[str, set[str]] = {}  # node -> revisions with endpoints there
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._changed: dict[str, asyncio.Event] = {}  # revision -> set on its next recompute
         self._parsed: dict[str, tuple[str, Revision | KnativeValueError]] = {}  # key -> (resourceVersion, parsed)
 
     @property
@@ -118,10 +151,44 @@ class Tracker:
         return cached[1]
 
     def throttler(self, key: str) -> Throttler:
-        return self.throttlers.get(key)
+        throttler = self.throttlers.peek(key)
+        if throttler is None:
+            throttler = self.throttlers.get(key)
+            self.recompute(key)  # traffic from now on: its not-ready addresses are worth probing
+        return throttler
 
     def endpoints(self, key: str) -> frozenset[Endpoint]:
+        return self._compute(key)[0]
+
+    def addresses(self, key: str) -> frozenset[Endpoint]:
+        """Every address known for the revision on a Ready node, ready or not (what the prober may try)."""
+        found, candidates = self._compute(key)
+        return found | frozenset(candidates)
+
+    def _check(self, key: str) -> ReadinessCheck | None:
+        try:
+            revision = self.revision(key)
+            return None if revision is None else readiness_check(revision.pod_spec, revision.container_port)
+        except (KnativeValueError, ProbeSpecError):
+            return None
+
+    def _compute(self, key: str) -> tuple[frozenset[Endpoint], dict[Endpoint, ReadinessCheck]]:
+        """(endpoints, not-ready candidates to probe) of a revision."""
+        healthy = self.prober.healthy(key)
+        check = self._check(key)
         found: set[Endpoint] = set()
+        candidates: dict[Endpoint, ReadinessCheck] = {}
+
+        ready_in_api: set[Endpoint] = set()
+
+        def consider(endpoint: Endpoint, ready: bool) -> None:
+            if ready:
+                ready_in_api.add(endpoint)
+            elif check is not None:
+                candidates[endpoint] = check  # healthy ones stay candidates: the prober keeps their verdict
+            if ready or endpoint in healthy:
+                found.add(endpoint)
+
         slice_port: int | None = None
         for slice_obj in self.slices.by_index("revision", key):
             port = port_of(slice_obj, "http") or port_of(slice_obj)
@@ -129,15 +196,23 @@ class Tracker:
                 continue
             slice_port = port
             for ep in endpoints_of(slice_obj):
-                if ep.ready and self._node_ready(ep.node):
-                    found.add(Endpoint(ep.address, port, ep.node))
+                if not ep.terminating and self._node_ready(ep.node):
+                    consider(Endpoint(ep.address, port, ep.node), ep.ready)
         if self._node_ready(self.node_name):
+            admitted = self._admitted.get(key, ())
             for pod in self.local_pods.by_index("revision", key):
                 ip = pod.get("status", {}).get("podIP")
                 port = slice_port or first_container_port(pod)
-                if ip and port and pod_is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
-                    found.add(Endpoint(ip, port, self.node_name))
-        return frozenset(found)
+                if not ip or not port or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
+                if is_stand_in(pod) and pod["metadata"]["name"] not in admitted:
+                    continue  # its replica is not (yet) claimed: it must not serve
+                consider(Endpoint(ip, port, self.node_name), pod_is_ready(pod))
+        for endpoint in ready_in_api:
+            candidates.pop(endpoint, None)
+        return frozenset(found), candidates
 
     def _node_ready(self, name: str) -> bool:
         if not name:
@@ -145,21 +220,24 @@ class Tracker:
         node = self.nodes.get(name)
         return node is not None and node_is_ready(node)
 
+    async def wait_until(self, key: str, condition: Callable[[], bool], timeout: float) -> None:
+        """Until ``condition()`` holds, re-checked whenever the revision's endpoints are recomputed."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                event = self._changed.setdefault(key, asyncio.Event())
+                await event.wait()
+
     async def wait_for_endpoints(self, key: str, timeout: float) -> None:
-        """Until the revision has at least one ready endpoint; TimeoutError after ``timeout``."""
-        if self.endpoints(key):
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(future)
-        try:
-            async with asyncio.timeout(timeout):
-                await future
-        finally:
-            waiters = self._waiters.get(key, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(key, None)
+        """Until the revision has at least one endpoint; TimeoutError after ``timeout``."""
+        await self.wait_until(key, lambda: bool(self.endpoints(key)), timeout)
+
+    # -- a cold start's own pod ----------------------------------------------------------------------------------
+
+    def admit(self, key: str, pod: str, endpoint: Endpoint) -> None:
+        """A stand-in whose replica was claimed and whose IP passed the check: it serves from now on."""
+        self._admitted.setdefault(key, set()).add(pod)
+        self.prober.mark_healthy(key, endpoint)
+        self.recompute(key)
 
     # -- keeping endpoints current -----------------------------------------------------------------------------
 
@@ -169,9 +247,9 @@ class Tracker:
         except KnativeValueError:
             revision = None
         cc = revision.container_concurrency if revision else 0
-        throttler = Throttler(container_concurrency=cc, queue_limit=self.queue_limit)
+        throttler = Throttler(container_concurrency=cc, queue_limit=self.queue_limit,
+                              on_no_capacity=lambda: self.on_no_capacity(key))  # fmt: skip
         throttler.update(self.endpoints(key))
-        throttler.on_no_capacity = lambda: self.on_no_capacity(key)
         return throttler
 
     def recompute(self, key: str) -> None:
@@ -185,16 +263,17 @@ class Tracker:
         for node in nodes:
             self._by_node.setdefault(node, set()).add(key)
         self._nodes_of[key] = nodes
-        endpoints = self.endpoints(key)
+        endpoints, candidates = self._compute(key)
+        throttler = self.throttlers.peek(key)
+        # Probe only for revisions with traffic here; the others' pods are checked if and when it comes.
+        self.prober.update(key, candidates if throttler is not None else {})
         namespace, _, name = key.partition("/")
         self.metrics.endpoints.labels(namespace, name).set(len(endpoints))
-        throttler = self.throttlers.peek(key)
         if throttler is not None:
             throttler.update(endpoints)
-        if endpoints:
-            for future in self._waiters.pop(key, []):
-                if not future.done():
-                    future.set_result(None)
+        event = self._changed.pop(key, None)
+        if event is not None:
+            event.set()
 
     def revisions_on(self, node: str) -> frozenset[str]:
         return frozenset(self._by_node.get(node, ()))
@@ -204,11 +283,17 @@ class Tracker:
             self.recompute(key)
 
     def _on_local_pod(self, event: Event) -> None:
-        was = event.old is not None and pod_is_ready(event.old)
-        now = event.type != "DELETED" and pod_is_ready(event.obj) and not event.obj["metadata"].get("deletionTimestamp")
-        if was != now or event.type == "DELETED":
-            for key in revision_of_pod(event.obj):
-                self.recompute(key)
+        new = None if event.type == "DELETED" else event.obj
+        if _pod_signature(event.old) == _pod_signature(new):
+            return
+        for key in revision_of_pod(event.obj):
+            if new is None:
+                admitted = self._admitted.get(key)
+                if admitted is not None:
+                    admitted.discard(event.obj["metadata"]["name"])
+                    if not admitted:
+                        del self._admitted[key]
+            self.recompute(key)
 
     def _on_node(self, event: Event) -> None:
         was = event.old is not None and node_is_ready(event.old)
@@ -216,6 +301,8 @@ class Tracker:
         if was != now:
             name = event.obj["metadata"]["name"]
             affected = self.revisions_on(name)
+            if name == self.node_name:
+                affected |= frozenset(self.local_pods.index_values("revision"))
             if affected:
                 log.info("node %s is %s: recomputing %d revision(s)", name, "Ready" if now else "NotReady",
                          len(affected))  # fmt: skip
@@ -227,6 +314,7 @@ class Tracker:
         key = f"{meta['namespace']}/{meta['name']}"
         if event.type == "DELETED":
             self.throttlers.remove(key)
+            self.prober.forget(key)
             self._parsed.pop(key, None)
             return
         throttler = self.throttlers.peek(key)

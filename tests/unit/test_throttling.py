@@ -39,9 +39,14 @@ async def eventually(predicate: Callable[[], bool], turns: int = 1000) -> None:
 
 
 def throttler(
-    *endpoints: Endpoint, cc: int = 1, queue_limit: int = 10, clock: Callable[[], float] | None = None
+    *endpoints: Endpoint,
+    cc: int = 1,
+    queue_limit: int = 10,
+    clock: Callable[[], float] | None = None,
+    on_no_capacity: Callable[[], None] | None = None,
 ) -> Throttler:
-    t = Throttler(container_concurrency=cc, queue_limit=queue_limit, **({"clock": clock} if clock else {}))
+    t = Throttler(container_concurrency=cc, queue_limit=queue_limit, on_no_capacity=on_no_capacity,
+                  **({"clock": clock} if clock else {}))  # fmt: skip
     t.update(endpoints)
     return t
 
@@ -413,9 +418,8 @@ async def test_a_queued_request_waiting_for_a_suspect_endpoint_goes_before_a_new
 
 
 async def test_on_no_capacity_is_called_when_a_request_waits_without_ready_endpoints() -> None:
-    t = throttler(cc=1)
     calls: list[int] = []
-    t.on_no_capacity = lambda: calls.append(t.queue_depth)
+    t = throttler(cc=1, on_no_capacity=lambda: calls.append(t.queue_depth))
 
     waiter = await enqueue(t)
 
@@ -425,9 +429,8 @@ async def test_on_no_capacity_is_called_when_a_request_waits_without_ready_endpo
 
 
 async def test_on_no_capacity_is_not_called_when_endpoints_are_merely_busy() -> None:
-    t = throttler(A, cc=1)
     calls: list[None] = []
-    t.on_no_capacity = lambda: calls.append(None)
+    t = throttler(A, cc=1, on_no_capacity=lambda: calls.append(None))
     async with contextlib.AsyncExitStack() as stack:
         await hold(stack, t)
         waiter = await enqueue(t)
@@ -437,9 +440,8 @@ async def test_on_no_capacity_is_not_called_when_endpoints_are_merely_busy() -> 
 
 
 async def test_on_no_capacity_is_called_when_all_endpoints_are_suspect() -> None:
-    t = throttler(A, cc=1, clock=FakeClock())
     calls: list[None] = []
-    t.on_no_capacity = lambda: calls.append(None)
+    t = throttler(A, cc=1, clock=FakeClock(), on_no_capacity=lambda: calls.append(None))
     t.mark_suspect(A, 10.0)
 
     with pytest.raises(ActivationTimeout):
@@ -448,9 +450,8 @@ async def test_on_no_capacity_is_called_when_all_endpoints_are_suspect() -> None
 
 
 async def test_on_no_capacity_is_called_when_an_update_leaves_waiters_without_endpoints() -> None:
-    t = throttler(A, cc=1)
     calls: list[None] = []
-    t.on_no_capacity = lambda: calls.append(None)
+    t = throttler(A, cc=1, on_no_capacity=lambda: calls.append(None))
     async with contextlib.AsyncExitStack() as stack:
         await hold(stack, t)
         waiter = await enqueue(t)
@@ -463,9 +464,8 @@ async def test_on_no_capacity_is_called_when_an_update_leaves_waiters_without_en
 
 
 async def test_on_no_capacity_is_not_called_by_an_update_without_waiters() -> None:
-    t = throttler(A, cc=1)
     calls: list[None] = []
-    t.on_no_capacity = lambda: calls.append(None)
+    t = throttler(A, cc=1, on_no_capacity=lambda: calls.append(None))
 
     t.update([])
 

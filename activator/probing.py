@@ -1,0 +1,199 @@
+"""The activator's own readiness check of a pod IP, as Knative's activator probes pods itself.
+
+Knative's activator does not wait for Kubernetes to call a pod Ready: it learns new pods from the private
+Service's endpoints, not-ready addresses included, and probes them itself (every 200 ms there; queue-proxy polls
+the user container every 50 ms). localsched does the same on both cold-start paths, with the revision's own
+readiness probe (``httpGet`` or ``tcpSocket``; a port of 0 or none is the user port, as Knative's defaulting
+writes it; no probe at all means TCP on the user port) run against the pod IP:
+
+* :func:`readiness_check` turns a revision's pod spec into a :class:`ReadinessCheck` (pure);
+* :func:`probe` runs it once against an address;
+* :class:`Prober` keeps probing candidate addresses (``interval`` apart, slower once a candidate has failed for a
+  while) until each answers, and remembers the healthy ones until they stop being candidates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from activator.throttling import Endpoint
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_SECONDS = 0.3  # Knative's activator: probeTimeout
+PATIENT_AFTER_SECONDS = 10.0  # a candidate failing this long is probed only every SLOW_INTERVAL_SECONDS
+SLOW_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """One readiness probe: an HTTP GET of ``path`` (2xx/3xx is ready) or, with ``path`` None, a TCP connect."""
+
+    port: int
+    path: str | None = None
+    scheme: str = "http"
+    headers: tuple[tuple[str, str], ...] = ()
+    host: str | None = None  # an httpGet ``host`` overrides the pod IP (rare)
+
+
+class ProbeSpecError(ValueError):
+    """A readiness probe the activator cannot run (exec probes, unknown named ports)."""
+
+
+def _port(value: Any, container: Mapping[str, Any], user_port: int) -> int:
+    if value in (None, 0, "0", ""):
+        return user_port  # Knative: port 0 (or none) means the user port
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    for port in container.get("ports") or []:
+        if port.get("name") == value:
+            return int(port["containerPort"])
+    raise ProbeSpecError(f"readiness probe port {value!r} names no port of the container")
+
+
+def readiness_check(pod_spec: Mapping[str, Any], user_port: int) -> ReadinessCheck:
+    """The check for a revision's pods: its first container's readiness probe, else TCP on the user port.
+
+    An ``exec`` probe cannot be run from outside the pod; like Knative's activator, which then relies on TCP
+    reachability of the serving port, the check becomes a TCP connect to the user port.
+    """
+    containers = pod_spec.get("containers") or []
+    container: Mapping[str, Any] = containers[0] if containers else {}
+    probe = container.get("readinessProbe") or {}
+    if "httpGet" in probe:
+        http = probe["httpGet"] or {}
+        headers = tuple((h["name"], h["value"]) for h in http.get("httpHeaders") or [])
+        return ReadinessCheck(_port(http.get("port"), container, user_port), http.get("path") or "/",
+                              str(http.get("scheme") or "HTTP").lower(), headers, http.get("host") or None)  # fmt: skip
+    if "tcpSocket" in probe:
+        tcp = probe["tcpSocket"] or {}
+        return ReadinessCheck(_port(tcp.get("port"), container, user_port), host=tcp.get("host") or None)
+    return ReadinessCheck(user_port)
+
+
+async def probe(session: aiohttp.ClientSession, check: ReadinessCheck, ip: str, timeout: float) -> bool:
+    """Run ``check`` against ``ip`` once; any failure (refused, timeout, 4xx/5xx) is False."""
+    host = check.host or ip
+    try:
+        if check.path is None:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(host, check.port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+        url = f"{check.scheme}://{host if ':' not in host else f'[{host}]'}:{check.port}{check.path}"
+        async with session.get(url, headers=dict(check.headers), timeout=aiohttp.ClientTimeout(total=timeout),
+                               allow_redirects=False, ssl=False) as response:  # fmt: skip
+            return 200 <= response.status < 400
+    except (OSError, aiohttp.ClientError, TimeoutError, ValueError):
+        return False
+
+
+def new_probe_session() -> aiohttp.ClientSession:
+    """Probes never reuse connections (a probe is a fresh connect, as the kubelet's) and never follow redirects."""
+    connector = aiohttp.TCPConnector(force_close=True, limit=0, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, skip_auto_headers=("User-Agent",),
+                                 headers={"User-Agent": "localsched-activator-probe"})  # fmt: skip
+
+
+async def probe_until_ready(
+    session: aiohttp.ClientSession, check: ReadinessCheck, ip: str, *, interval: float, timeout: float
+) -> int:
+    """Probe ``ip`` every ``interval`` until it answers; returns the number of probes it took. Cancel to stop."""
+    attempts = 0
+    patient_from = time.monotonic() + PATIENT_AFTER_SECONDS
+    while True:
+        attempts += 1
+        started = time.monotonic()
+        if await probe(session, check, ip, timeout):
+            return attempts
+        pause = interval if started < patient_from else SLOW_INTERVAL_SECONDS
+        await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
+
+
+class Prober:
+    """Probes the candidate addresses of each revision until they answer; the ones that did are healthy.
+
+    ``update(key, candidates)`` replaces a revision's candidates (address -> check): probing starts for new ones
+    and stops for those gone, which also forget their health. ``on_healthy(key)`` is called (synchronously, on
+    the loop) when one of the revision's candidates first answers. ``mark_healthy`` records a result obtained
+    elsewhere (a cold start that probed its own pod).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        interval: float,
+        on_healthy: Callable[[str], None],
+        timeout: float = PROBE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.session = session
+        self.interval = interval
+        self.timeout = timeout
+        self.on_healthy = on_healthy
+        self._tasks: dict[str, dict[Endpoint, asyncio.Task[None]]] = {}
+        self._healthy: dict[str, set[Endpoint]] = {}
+        self.probes = 0
+
+    def healthy(self, key: str) -> frozenset[Endpoint]:
+        return frozenset(self._healthy.get(key, ()))
+
+    def probing(self, key: str) -> frozenset[Endpoint]:
+        return frozenset(self._tasks.get(key, ()))
+
+    def mark_healthy(self, key: str, endpoint: Endpoint) -> None:
+        self._healthy.setdefault(key, set()).add(endpoint)
+
+    def update(self, key: str, candidates: Mapping[Endpoint, ReadinessCheck]) -> None:
+        tasks = self._tasks.get(key, {})
+        healthy = self._healthy.get(key, set())
+        for endpoint in [e for e in tasks if e not in candidates]:
+            tasks.pop(endpoint).cancel()
+        healthy.intersection_update(candidates)
+        for endpoint, check in candidates.items():
+            if endpoint not in tasks and endpoint not in healthy:
+                tasks[endpoint] = asyncio.get_running_loop().create_task(
+                    self._probe(key, endpoint, check), name=f"probe:{key}:{endpoint.ip}"
+                )
+        if tasks:
+            self._tasks[key] = tasks
+        else:
+            self._tasks.pop(key, None)
+        if not healthy:
+            self._healthy.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        self.update(key, {})
+
+    async def _probe(self, key: str, endpoint: Endpoint, check: ReadinessCheck) -> None:
+        try:
+            attempts = await probe_until_ready(self.session, check, endpoint.ip, interval=self.interval,
+                                               timeout=self.timeout)  # fmt: skip
+        finally:
+            tasks = self._tasks.get(key)
+            if tasks is not None and tasks.get(endpoint) is asyncio.current_task():
+                del tasks[endpoint]
+                if not tasks:
+                    del self._tasks[key]
+        self.probes += attempts
+        self.mark_healthy(key, endpoint)
+        self.on_healthy(key)
+
+    async def close(self) -> None:
+        tasks = [t for by_endpoint in self._tasks.values() for t in by_endpoint.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -1,0 +1,94 @@
+"""Cleaning up after activators that died on this node: what local scheduling may leave behind.
+
+Runs for every pod on the node as the cache lists and watches, so an activator that restarts finishes what an
+earlier one (or another on the node, during a rolling update) left:
+
+* a pod an activator wrote here that the kubelet rejected (phase Failed, e.g. OutOfcpu) is deleted: the
+  ReplicaSet ignores failed pods and has already made another for the replica;
+* a stand-in (never adopted by its ReplicaSet) made by another activator process that is still unadopted
+  ``ABANDONED_AFTER_SECONDS`` after its creation is deleted: a live activator adopts its stand-in within
+  milliseconds of winning its claim, so this one's creator died between the create and the hand-over. It never
+  served anyone but its dead creator (no selector labels), and if its claim was won, the ReplicaSet's own pod
+  covers the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import time
+
+from activator.metrics import Metrics
+from activator.tracking import SCHEDULED_BY_LABEL, is_stand_in
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient
+from localsched.kube.errors import KubeError, NotFound
+from localsched.kube.watching import Event, WatchCache
+from localsched.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+ABANDONED_AFTER_SECONDS = 30.0
+ACTIVATOR_ANNOTATION = "localsched.dev/activator"
+
+
+def created_at(timestamp: str) -> float:
+    return float(calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+class Recovery:
+    def __init__(
+        self, kube: KubeClient, local_pods: WatchCache, *, node_name: str, activator: str, metrics: Metrics
+    ) -> None:
+        self.kube = kube
+        self.local_pods = local_pods
+        self.node_name = node_name
+        self.activator = activator  # this process: its own stand-ins are its cold starts' business
+        self.metrics = metrics
+        self.tasks = TaskSet("recovery")
+        self._handled: set[str] = set()  # pod uids with a cleanup scheduled
+        local_pods.add_handler(self._on_pod)
+
+    def _on_pod(self, event: Event) -> None:
+        pod = event.obj
+        meta = pod["metadata"]
+        if event.type == "DELETED":
+            self._handled.discard(meta["uid"])
+            return
+        if (meta.get("labels") or {}).get(SCHEDULED_BY_LABEL) != self.node_name or meta.get("deletionTimestamp"):
+            return
+        if meta["uid"] in self._handled:
+            return
+        if pod.get("status", {}).get("phase") == "Failed":
+            self._handled.add(meta["uid"])
+            self.tasks.spawn(self._delete(meta["namespace"], meta["name"], meta["uid"], "failed_deleted"),
+                             name=f"recover:{meta['name']}")  # fmt: skip
+        elif is_stand_in(pod) and (meta.get("annotations") or {}).get(ACTIVATOR_ANNOTATION) != self.activator:
+            self._handled.add(meta["uid"])
+            self.tasks.spawn(self._delete_if_abandoned(meta["namespace"], meta["name"], meta["uid"],
+                                                       created_at(meta["creationTimestamp"])),
+                             name=f"recover:{meta['name']}")  # fmt: skip
+
+    async def _delete_if_abandoned(self, namespace: str, name: str, uid: str, created: float) -> None:
+        await asyncio.sleep(max(0.0, created + ABANDONED_AFTER_SECONDS - time.time()))
+        pod = self.local_pods.get(name, namespace)
+        if pod is None or pod["metadata"]["uid"] != uid or not is_stand_in(pod):
+            self._handled.discard(uid)  # adopted after all (or gone)
+            return
+        log.info("stand-in %s/%s was never handed over by the activator that made it; deleting it", namespace, name)
+        await self._delete(namespace, name, uid, "abandoned_deleted")
+
+    async def _delete(self, namespace: str, name: str, uid: str, outcome: str) -> None:
+        try:
+            await self.kube.delete(r.PODS, name, namespace, preconditions={"uid": uid})
+            self.metrics.local_pods.labels(outcome).inc()
+            log.info("deleted pod %s/%s left by an activator on %s (%s)", namespace, name, self.node_name, outcome)
+        except NotFound:
+            pass
+        except KubeError as exc:
+            self._handled.discard(uid)
+            log.warning("could not delete pod %s/%s: %s", namespace, name, exc)
+
+    async def close(self) -> None:
+        await self.tasks.close()
