@@ -39,7 +39,7 @@ BENCH_SPEC = ClusterSpec(state_dir=BENCH_STATE_DIR, nodes=3, port_base=47000, ip
 
 @contextlib.contextmanager
 def devcluster(spec: ClusterSpec = BENCH_SPEC, *, keep: bool = False) -> Any:
-    controlplane.up(spec)
+    controlplane.up(spec, fresh=True)
     try:
         yield spec
     finally:
