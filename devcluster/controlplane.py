@@ -53,6 +53,9 @@ class ClusterSpec:
     node_monitor_grace_seconds: int = 8
     kubelet_timing: str = "realistic"  # or "instant" (devcluster/kubelet.py, docs/kubelet-model.md)
     relist_seconds: float | None = None  # the simulated kubelets' PLEG relist period (default 1 s)
+    # Benchmarks: the control plane on one half of the CPUs, the nodes (kubelets, their pods) on the other, as on
+    # a real cluster where they are different machines; see cpu_halves().
+    split_cpus: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -154,7 +157,25 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
-def start_process(state: State, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> int:
+def cpu_halves() -> tuple[str, str] | None:
+    """(control plane CPUs, node CPUs) as taskset lists, splitting this process's CPUs in two; None on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
+
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    """``cmd`` on ``cpus`` (every thread and child it starts), through util-linux's taskset."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", cpus, *cmd] if cpus and taskset else cmd
+
+
+def start_process(
+    state: State, name: str, cmd: list[str], *, env: dict[str, str] | None = None, cpus: str | None = None
+) -> int:
+    cmd = pinned(cmd, cpus)
     logs = state.path.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name.replace('/', '-')}.log"
@@ -265,32 +286,37 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{spec.etcd_peer_port}",
         "--initial-cluster", f"devcluster=http://127.0.0.1:{spec.etcd_peer_port}",
         "--quota-backend-bytes", str(2 * 1024**3), "--log-level", "warn",
-    ])  # fmt: skip
+    ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
     wait_until(lambda: _http_ok(f"http://127.0.0.1:{spec.etcd_port}/health"), 30, "etcd to be healthy")
 
     say("starting kube-apiserver")
     start_apiserver(spec, state, bins, keys)
 
     say("starting kube-controller-manager and kube-scheduler")
+    # The Endpoints controller (and its mirror into slices) is off: the API server rejects the pods' loopback
+    # addresses in core/v1 Endpoints, so on this cluster its every write failed, with a Warning event, and was
+    # retried (some 13 failed writes and events per pod start); EndpointSlices carry the endpoints here.
     start_process(state, "kube-controller-manager", [
         str(bins.kube_controller_manager), "--kubeconfig", str(configs["system:kube-controller-manager"]),
-        "--controllers", "*,-nodeipam,-csrsigning,-csrapproving,-bootstrapsigner,-tokencleaner",
+        "--controllers", "*,-nodeipam,-csrsigning,-csrapproving,-bootstrapsigner,-tokencleaner,-endpoint,"
+        "-endpointslicemirroring",
         "--service-account-private-key-file", str(keys.sa_key), "--root-ca-file", str(keys.ca_cert),
         "--leader-elect=false", "--port=0", "--secure-port=0", "--use-service-account-credentials=false",
         "--node-monitor-period=1s", f"--node-monitor-grace-period={spec.node_monitor_grace_seconds}s",
         "--pod-eviction-timeout=30s", "--v=1",
-    ])  # fmt: skip
+    ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
     start_process(state, "kube-scheduler", [
         str(bins.kube_scheduler), "--kubeconfig", str(configs["system:kube-scheduler"]),
         "--leader-elect=false", "--port=0", "--secure-port=0", "--v=1",
-    ])  # fmt: skip
+    ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
 
     say("installing the Knative stand-in (Revision CRD and reconciler)")
     python = sys.executable
     env = dict(os.environ, KUBECONFIG=str(spec.kubeconfig), **spec.extra_env)
     env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"
     run_bootstrap(python, env)
-    start_process(state, "knative-standin", [python, "-m", "devcluster.knative_standin"], env=env)
+    start_process(state, "knative-standin", [python, "-m", "devcluster.knative_standin"], env=env,
+                  cpus=cpus_for(spec, "control-plane"))  # fmt: skip
 
     say(f"starting {spec.nodes} simulated node(s)")
     node_env = dict(env, KUBECONFIG=str(configs["localsched-nodesim"]))
@@ -317,7 +343,7 @@ def start_apiserver(spec: ClusterSpec, state: State, bins: binaries.Binaries, ke
         "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
         "--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged=true",
         "--endpoint-reconciler-type", "none", "--profiling=false", "--v=1",
-    ])  # fmt: skip
+    ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
     token = keys.tokens["admin"]
     wait_until(
         lambda: _http_ok(f"{spec.server}/readyz", token=token, ca=keys.ca_cert), 60, "kube-apiserver to be ready"
@@ -330,6 +356,14 @@ def restart_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     spec = spec_of(state)
     stop_group(state.processes["kube-apiserver"]["pid"])
     start_apiserver(spec, state, binaries.ensure(), pki.ensure(state_dir / "pki"))
+
+
+def cpus_for(spec: ClusterSpec, side: str) -> str | None:
+    """The CPUs of ``side`` ("control-plane" or "nodes") when the spec splits them, else None (all CPUs)."""
+    halves = cpu_halves() if spec.split_cpus else None
+    if halves is None:
+        return None
+    return halves[0] if side == "control-plane" else halves[1]
 
 
 def spec_of(state: State) -> ClusterSpec:
@@ -347,7 +381,7 @@ def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str, s
         python, "-m", "devcluster.nodesim", "--node", node.name, "--zone", node.zone,
         "--ip-prefix", node.ip_prefix, "--cpu", node.cpu, "--memory", node.memory, "--pods", str(node.pods),
         "--state-dir", str(state.path.parent / "nodes" / node.name), *timing,
-    ], env=env)  # fmt: skip
+    ], env=env, cpus=cpus_for(spec, "nodes"))  # fmt: skip
 
 
 def run_bootstrap(python: str, env: dict[str, str]) -> None:

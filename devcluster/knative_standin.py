@@ -32,7 +32,7 @@ from localsched.kube.watching import Event, WatchCache, key_of
 log = logging.getLogger("knative-standin")
 
 PROBE_PERIOD_ANNOTATION = "devcluster.localsched.dev/probe-period-ms"
-DEFAULT_PROBE_PERIOD_MS = "100"
+DEFAULT_PROBE_PERIOD_MS = "50"  # queue-proxy's aggressive probing of a starting container
 
 
 def owner_reference(revision: Obj) -> Obj:

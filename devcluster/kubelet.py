@@ -126,11 +126,8 @@ class Relister:
     async def run(self) -> None:
         if self.period == 0:
             await asyncio.Event().wait()
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self.period
         while True:
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            next_tick += self.period
+            await asyncio.sleep(self.period)  # like wait.Until: the period counts from the end of the last relist
             self.relist()
 
 

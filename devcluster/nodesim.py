@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 from devcluster.kubelet import ObjectCache, Relister, StatusManager, Timing
@@ -43,12 +42,15 @@ from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj, RateLimit
 from localsched.kube.errors import AlreadyExists, KubeError, NotFound
 from localsched.kube.watching import Event, WatchCache, key_of
 from localsched.predicates import Resources, pod_requests
+from localsched.probes import http_status, is_success, tcp_open
 from localsched.quantity import cpu_millis, memory_bytes
 
 log = logging.getLogger("nodesim")
 
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-# Simulator knob, standing in for Knative queue-proxy's sub-second readiness probing: probe period in ms.
+# Simulator knob standing in for Knative's queue-proxy, which polls a starting user container every 50 ms until it
+# first answers (pkg/queue/readiness/probe.go) and so answers the kubelet's first probe as soon as the app is up:
+# while a container is not ready, the kubelet here probes it every this many ms; once ready, every periodSeconds.
 PROBE_PERIOD_ANNOTATION = "devcluster.localsched.dev/probe-period-ms"
 LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 2.0
@@ -68,12 +70,21 @@ def micro_now() -> str:
 # an idle machine, far more under a burst, with the event loop blocked), where a plain spawn is a vfork.
 SETPRIV = shutil.which("setpriv")
 DIE_WITH_KUBELET = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
-# Containers run at a lower CPU priority than the control plane and the kubelets, standing in for the cgroups a
-# real node puts them in (kubepods, below system-reserved and kube-reserved) and for the control plane's own
-# machines: on one shared machine, a burst of container start-ups must not starve the API server.
+# Containers of ordinary pods run at a lower CPU priority than the control plane, the kubelets and the node's
+# critical daemons (priority class system-node-critical or system-cluster-critical), standing in for the cgroups a
+# real node puts them in (kubepods, below system-reserved and kube-reserved; critical daemons with their requests)
+# and for the control plane's own machines: on one shared machine, a burst of container start-ups must not starve
+# the API server or the node's daemons.
 POD_NICENESS = 10
+CRITICAL_PRIORITY_CLASSES = frozenset({"system-node-critical", "system-cluster-critical"})
 NICE = shutil.which("nice")
-CONTAINER_PREFIX = ([NICE, "-n", str(POD_NICENESS)] if NICE else []) + DIE_WITH_KUBELET
+
+
+def container_prefix(pod_spec: Obj) -> list[str]:
+    """What runs in front of a container's command: its CPU priority, then death with its kubelet."""
+    critical = pod_spec.get("priorityClassName") in CRITICAL_PRIORITY_CLASSES
+    nice = [NICE, "-n", str(POD_NICENESS)] if NICE and not critical else []
+    return nice + DIE_WITH_KUBELET
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class PodRuntime:
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # condition -> (status, time)
     sandbox_seen: bool = False  # a relist has seen the sandbox: the pod IP goes into the status
     gates_open: bool = True  # readiness gates as of the last sync
+    container_prefix: list[str] = field(default_factory=list)
     last_sync: float = float("-inf")
 
     @property
@@ -164,8 +176,17 @@ def readiness_needs_reconcile(pod: Obj) -> bool:
 
 
 class NodeSim:
-    def __init__(self, client: KubeClient, args: argparse.Namespace, server: str, ca_data: str, timing: Timing) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        heartbeat_client: KubeClient,
+        args: argparse.Namespace,
+        server: str,
+        ca_data: str,
+        timing: Timing,
+    ) -> None:
         self.client = client
+        self.heartbeat_client = heartbeat_client  # the kubelet's own, never rate limited (heartbeatClientConfig)
         self.name: str = args.node
         self.zone: str = args.zone
         self.ip_prefix: str = args.ip_prefix
@@ -184,7 +205,6 @@ class NodeSim:
         self.objects = ObjectCache(client)
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
-        self._http: aiohttp.ClientSession | None = None
 
     # -- node --------------------------------------------------------------------------------------------------
 
@@ -247,7 +267,7 @@ class NodeSim:
             try:
                 await self._renew_lease()
                 if time.monotonic() - last_status >= STATUS_SECONDS:
-                    await self.client.patch(r.NODES, self.name, {"status": self._node_status()},
+                    await self.heartbeat_client.patch(r.NODES, self.name, {"status": self._node_status()},
                                             subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
                     last_status = time.monotonic()
             except (KubeError, OSError) as exc:
@@ -257,14 +277,14 @@ class NodeSim:
     async def _renew_lease(self) -> None:
         spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}
         try:
-            await self.client.patch(r.LEASES, self.name, {"spec": spec}, "kube-node-lease")
+            await self.heartbeat_client.patch(r.LEASES, self.name, {"spec": spec}, "kube-node-lease")
         except NotFound:
-            node = await self.client.get(r.NODES, self.name)
+            node = await self.heartbeat_client.get(r.NODES, self.name)
             owner = {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node["metadata"]["uid"]}
             body = {"metadata": {"name": self.name, "namespace": "kube-node-lease", "ownerReferences": [owner]},
                     "spec": spec}  # fmt: skip
             with contextlib.suppress(AlreadyExists):
-                await self.client.create(r.LEASES, body)
+                await self.heartbeat_client.create(r.LEASES, body)
 
     # -- pods: one worker per pod, each sync waiting for a relist newer than the pod's last sync ----------------
 
@@ -272,7 +292,7 @@ class NodeSim:
         key = key_of(event.obj)
         pod = event.obj
         rt = self.runtimes.get(key)
-        if rt is None or event.type != "MODIFIED" or self._needs_sync(pod, rt):
+        if rt is None or event.type != "MODIFIED" or event.old is None or self._needs_sync(pod, event.old, rt):
             self._kick(key)
             return
         sent = self.status.last_sent(key)
@@ -280,11 +300,13 @@ class NodeSim:
             self.status.reconcile(key)  # the node controller marked it NotReady while we were away
 
     @staticmethod
-    def _needs_sync(pod: Obj, rt: PodRuntime) -> bool:
-        """What makes a kubelet sync a running pod on an API update: deletion, a new pod of the same name, or a
-        readiness gate that changes its Ready (``HandlePodReconcile``). Its own status echoes do not."""
-        meta = pod["metadata"]
-        return bool(meta.get("deletionTimestamp")) or meta["uid"] != rt.uid or readiness_needs_reconcile(pod)
+    def _needs_sync(pod: Obj, old: Obj, rt: PodRuntime) -> bool:
+        """What makes a kubelet sync a running pod on an API update: deletion, a new pod of the same name, a change
+        of labels or annotations (``podsDifferSemantically``: an UPDATE), or a readiness gate that changes its Ready
+        (``HandlePodReconcile``). Its own status echoes do not."""
+        meta, before = pod["metadata"], old["metadata"]
+        changed = any(meta.get(k) != before.get(k) for k in ("labels", "annotations", "deletionTimestamp"))
+        return changed or meta["uid"] != rt.uid or readiness_needs_reconcile(pod)
 
     def _on_pleg_events(self, keys: Iterable[tuple[str, str]]) -> None:
         for key in keys:
@@ -406,7 +428,7 @@ class NodeSim:
         rt = PodRuntime(
             namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], ip=ip,
             requests=pod_requests(spec), restart_policy=spec.get("restartPolicy", "Always"), directory=directory,
-            gates_open=gates_open(pod),
+            gates_open=gates_open(pod), container_prefix=container_prefix(spec),
         )  # fmt: skip
         self.runtimes[rt.key] = rt
         for c in spec.get("containers", []):
@@ -436,8 +458,8 @@ class NodeSim:
         log_file = (rt.directory / f"{container.name}.log").open("ab")
         try:
             container.proc = await asyncio.create_subprocess_exec(
-                *CONTAINER_PREFIX, executable, *argv[1:], env=env, cwd=rt.directory, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                *rt.container_prefix, executable, *argv[1:], env=env, cwd=rt.directory,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
         except OSError as exc:
             container.waiting_reason = "RunContainerError"
@@ -471,7 +493,8 @@ class NodeSim:
         """The kubelet's readiness worker: a probe every period, once the kubelet has seen the container run."""
         probe: Obj = container.spec["readinessProbe"]
         period_ms = (pod["metadata"].get("annotations") or {}).get(PROBE_PERIOD_ANNOTATION)
-        period = int(period_ms) / 1000 if period_ms else float(probe.get("periodSeconds", 10))
+        steady = float(probe.get("periodSeconds", 10))
+        starting = int(period_ms) / 1000 if period_ms else steady
         success_needed = int(probe.get("successThreshold", 1))
         failure_needed = int(probe.get("failureThreshold", 3))
         initial_delay = float(probe.get("initialDelaySeconds", 0))
@@ -495,7 +518,7 @@ class NodeSim:
             elif not running:
                 successes = failures = 0
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
+                async with asyncio.timeout(steady if container.ready else starting):
                     await container.probe_now.wait()
             container.probe_now.clear()
 
@@ -505,22 +528,14 @@ class NodeSim:
         try:
             if "httpGet" in probe:
                 http = probe["httpGet"]
-                host = http.get("host") or rt.ip
-                port = _port(http.get("port"), container.spec)
-                scheme = http.get("scheme", "HTTP").lower()
-                headers = {h["name"]: h["value"] for h in http.get("httpHeaders") or []}
-                assert self._http is not None
-                async with self._http.get(
-                    f"{scheme}://{host}:{port}{http.get('path', '/')}",
-                    headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), ssl=False, allow_redirects=False,
-                ) as response:  # fmt: skip
-                    return 200 <= response.status < 400
+                headers = [(h["name"], h["value"]) for h in http.get("httpHeaders") or []]
+                status = await http_status(http.get("host") or rt.ip, _port(http.get("port"), container.spec),
+                                           http.get("path", "/"), timeout=timeout, headers=headers,
+                                           https=str(http.get("scheme", "HTTP")).upper() == "HTTPS")  # fmt: skip
+                return is_success(status)
             if "tcpSocket" in probe:
-                port = _port(probe["tcpSocket"].get("port"), container.spec)
-                async with asyncio.timeout(timeout):
-                    _, writer = await asyncio.open_connection(probe["tcpSocket"].get("host") or rt.ip, port)
-                writer.close()
-                return True
+                tcp = probe["tcpSocket"]
+                return await tcp_open(tcp.get("host") or rt.ip, _port(tcp.get("port"), container.spec), timeout)
             if "exec" in probe:
                 proc = await asyncio.create_subprocess_exec(
                     *probe["exec"]["command"], env=env, cwd=rt.directory,
@@ -532,7 +547,7 @@ class NodeSim:
                 except TimeoutError:
                     proc.kill()
                     return False
-        except (OSError, aiohttp.ClientError, TimeoutError, ValueError):
+        except (OSError, TimeoutError, ValueError):
             return False
         return False
 
@@ -692,22 +707,18 @@ class NodeSim:
     # -- main --------------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._http = aiohttp.ClientSession()
-        try:
-            await self.register()
-            tasks = [
-                asyncio.create_task(self.heartbeat(), name="heartbeat"),
-                asyncio.create_task(self.relister.run(), name="pleg"),
-                asyncio.create_task(self.status.run(), name="status-manager"),
-                self.pods.start(),
-            ]
-            log.info("node %s (zone %s, pods at %s.x) is up; kubelet timing: %s", self.name, self.zone,
-                     self.ip_prefix, self.timing.describe())  # fmt: skip
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            await self._http.close()
+        await self.register()
+        tasks = [
+            asyncio.create_task(self.heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.relister.run(), name="pleg"),
+            asyncio.create_task(self.status.run(), name="status-manager"),
+            self.pods.start(),
+        ]
+        log.info("node %s (zone %s, pods at %s.x) is up; kubelet timing: %s", self.name, self.zone,
+                 self.ip_prefix, self.timing.describe())  # fmt: skip
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
 
 
 def _port(value: Any, container: Obj) -> int:
@@ -770,8 +781,12 @@ def main() -> None:
 
     async def run() -> None:
         limit = RateLimit(timing.api_qps, timing.api_burst) if timing.api_qps else None
-        async with await KubeClient.from_environment(user_agent=f"nodesim/{args.node}", rate_limit=limit) as client:
-            await NodeSim(client, args, cluster["server"], cluster["certificate-authority-data"], timing).run()
+        async with (
+            await KubeClient.from_environment(user_agent=f"nodesim/{args.node}", rate_limit=limit) as client,
+            await KubeClient.from_environment(user_agent=f"nodesim/{args.node}/heartbeat") as heartbeats,
+        ):
+            ca = cluster["certificate-authority-data"]
+            await NodeSim(client, heartbeats, args, cluster["server"], ca, timing).run()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -19,12 +19,14 @@ def sample_revision(
     memory: str = "64Mi",
     pod_spec_extra: dict[str, Any] | None = None,
     timeout_seconds: int = 300,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A ``serving.knative.dev/v1`` Revision running the sample app."""
+    """A ``serving.knative.dev/v1`` Revision running the sample app (or ``command``, another app that reads
+    ``PORT`` and ``POD_IP`` and answers ``GET /healthz``)."""
     container: dict[str, Any] = {
         "name": "user-container",
         "image": "localsched/sampleapp:dev",
-        "command": SAMPLE_COMMAND,
+        "command": command or SAMPLE_COMMAND,
         "ports": [{"containerPort": port, "name": "user-port"}],
         "env": [
             {"name": "STARTUP_DELAY", "value": str(startup_delay)},

@@ -46,6 +46,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,11 @@ class KubeClient:
         self._api = api
         self._retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
+        if not any(os.environ.get(v) for v in PROXY_VARIABLES):
+            # kubernetes_asyncio's session trusts the environment, so aiohttp looks proxies up in it on a worker
+            # thread for every request; with no proxy variable set there is nothing to find (a kubeconfig's
+            # proxy-url still applies).
+            api.rest_client.pool_manager._trust_env = False
         if user_agent:
             api.user_agent = user_agent
         self._slice_version: str | None = None
