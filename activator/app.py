@@ -1,7 +1,7 @@
 """The activator's aiohttp applications and process lifecycle.
 
 ``create_app`` builds the proxy (port 8012): its ``cleanup_ctx`` owns the Kubernetes client, the one upstream
-ClientSession (and the probes' own), the watch caches and every background task. ``create_admin_app`` serves
+ClientSession, the watch caches and every background task. ``create_admin_app`` serves
 /metrics, /healthz, /readyz and /debug/coldstarts (port 9090). ``serve`` runs both and drains on SIGTERM:
 readiness fails first, the proxy keeps serving for ``drain_seconds`` so routing moves away, then stops listening
 and gives in-flight and queued requests up to ``shutdown_timeout_seconds``. (``web.run_app`` stops listening before
@@ -24,7 +24,6 @@ from activator.coldstart import ColdStarts
 from activator.forwarding import Forwarder, new_session
 from activator.journal import Journal
 from activator.metrics import Metrics, ThrottlerCollector
-from activator.probing import new_probe_session
 from activator.proxying import Proxy
 from activator.recovering import Recovery
 from activator.scaling import ColdStartPath, StandardPath
@@ -72,12 +71,11 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     identity = settings.identity
     kube = await KubeClient.from_environment(settings.kubeconfig, user_agent=f"activator/{identity.node_name}")
     session = new_session(connect_timeout=settings.forwarding.connect_timeout_seconds)
-    probe_session = new_probe_session()
     closing: list[Callable[[], Awaitable[None]]] = []
     try:
         slice_resource = await kube.endpointslice_resource()
         demand: asyncio.Queue[str] = asyncio.Queue()
-        tracker = Tracker(kube, slice_resource, probe_session, queue_limit=settings.throttling.queue_limit,
+        tracker = Tracker(kube, slice_resource, queue_limit=settings.throttling.queue_limit,
                           metrics=metrics, on_no_capacity=demand.put_nowait, node_name=identity.node_name,
                           probe_interval=settings.throttling.probe_interval_seconds)  # fmt: skip
         closing.append(tracker.prober.close)
@@ -89,11 +87,10 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         if settings.local_scheduling:
             replicasets = WatchCache(kube, r.REPLICASETS, label_selector=REVISION_LABEL, name="replicasets")
             replicasets.add_index("revision", revision_key_of)
-            deployments = WatchCache(kube, r.DEPLOYMENTS, label_selector=REVISION_LABEL, name="deployments")
-            caches += [replicasets, deployments]
+            caches.append(replicasets)
             local = LocalPath(
                 kube, tracker, node_name=identity.node_name, activator=activator, replicasets=replicasets,
-                deployments=deployments, standard=standard, probe_session=probe_session,
+                standard=standard,
                 probe_interval=settings.throttling.probe_interval_seconds,
                 timeout=settings.throttling.activation_timeout_seconds, metrics=metrics,
                 claim_at=claim_order(settings.claim_at, await kube.server_version()),
@@ -123,7 +120,6 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         for close in reversed(closing):
             await close()
-        await probe_session.close()
         await session.close()
         await kube.close()
 

@@ -15,16 +15,14 @@ writes it; no probe at all means TCP on the user port) run against the pod IP:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from activator.throttling import Endpoint
+from localsched.probes import http_status, is_success, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -81,42 +79,24 @@ def readiness_check(pod_spec: Mapping[str, Any], user_port: int) -> ReadinessChe
     return ReadinessCheck(user_port)
 
 
-async def probe(session: aiohttp.ClientSession, check: ReadinessCheck, ip: str, timeout: float) -> bool:
+async def probe(check: ReadinessCheck, ip: str, timeout: float) -> bool:
     """Run ``check`` against ``ip`` once; any failure (refused, timeout, 4xx/5xx) is False."""
     host = check.host or ip
-    try:
-        if check.path is None:
-            async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(host, check.port)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return True
-        url = f"{check.scheme}://{host if ':' not in host else f'[{host}]'}:{check.port}{check.path}"
-        async with session.get(url, headers=dict(check.headers), timeout=aiohttp.ClientTimeout(total=timeout),
-                               allow_redirects=False, ssl=False) as response:  # fmt: skip
-            return 200 <= response.status < 400
-    except (OSError, aiohttp.ClientError, TimeoutError, ValueError):
-        return False
+    if check.path is None:
+        return await tcp_open(host, check.port, timeout)
+    status = await http_status(host, check.port, check.path, timeout=timeout, headers=check.headers,
+                               https=check.scheme == "https")  # fmt: skip
+    return is_success(status)
 
 
-def new_probe_session() -> aiohttp.ClientSession:
-    """Probes never reuse connections (a probe is a fresh connect, as the kubelet's) and never follow redirects."""
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, skip_auto_headers=("User-Agent",),
-                                 headers={"User-Agent": "localsched-activator-probe"})  # fmt: skip
-
-
-async def probe_until_ready(
-    session: aiohttp.ClientSession, check: ReadinessCheck, ip: str, *, interval: float, timeout: float
-) -> int:
+async def probe_until_ready(check: ReadinessCheck, ip: str, *, interval: float, timeout: float) -> int:
     """Probe ``ip`` every ``interval`` until it answers; returns the number of probes it took. Cancel to stop."""
     attempts = 0
     patient_from = time.monotonic() + PATIENT_AFTER_SECONDS
     while True:
         attempts += 1
         started = time.monotonic()
-        if await probe(session, check, ip, timeout):
+        if await probe(check, ip, timeout):
             return attempts
         pause = interval if started < patient_from else SLOW_INTERVAL_SECONDS
         await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
@@ -133,13 +113,11 @@ class Prober:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         *,
         interval: float,
         on_healthy: Callable[[str], None],
         timeout: float = PROBE_TIMEOUT_SECONDS,
     ) -> None:
-        self.session = session
         self.interval = interval
         self.timeout = timeout
         self.on_healthy = on_healthy
@@ -179,8 +157,7 @@ class Prober:
 
     async def _probe(self, key: str, endpoint: Endpoint, check: ReadinessCheck) -> None:
         try:
-            attempts = await probe_until_ready(self.session, check, endpoint.ip, interval=self.interval,
-                                               timeout=self.timeout)  # fmt: skip
+            attempts = await probe_until_ready(check, endpoint.ip, interval=self.interval, timeout=self.timeout)
         finally:
             tasks = self._tasks.get(key)
             if tasks is not None and tasks.get(endpoint) is asyncio.current_task():

@@ -30,13 +30,10 @@ cleaned up by ``recovering``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from typing import Any
-
-import aiohttp
 
 from activator.claiming import Scaled, claim_replica, raise_replicaset
 from activator.journal import ColdStart
@@ -67,7 +64,7 @@ CLAIM_AT_RUNNING = "running"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 LOCAL_POD_DELETION_COST = "100"  # above the default 0: among equals, the ReplicaSet removes others first
 HANDOVER_ATTEMPTS = 8  # with backoff up to 10 s between them
-RAISE_WAIT_SECONDS = 10.0
+RAISE_GRACE_SECONDS = 5.0
 
 
 class NothingClaimed(Exception):
@@ -146,9 +143,7 @@ class LocalPath:
         node_name: str,
         activator: str,
         replicasets: WatchCache,
-        deployments: WatchCache,
         standard: StandardPath,
-        probe_session: aiohttp.ClientSession,
         probe_interval: float,
         timeout: float,
         metrics: Metrics,
@@ -162,9 +157,7 @@ class LocalPath:
         self.node_name = node_name
         self.activator = activator
         self.replicasets = replicasets
-        self.deployments = deployments
         self.standard = standard
-        self.probe_session = probe_session
         self.probe_interval = probe_interval
         self.timeout = timeout
         self.metrics = metrics
@@ -281,8 +274,7 @@ class LocalPath:
             probing.cancel()
 
     async def _claim(self, revision: Revision, record: ColdStart) -> Scaled | None:
-        claim = await claim_replica(self.kube, revision, self.deployments.get(revision.deployment_name,
-                                                                              revision.namespace))  # fmt: skip
+        claim = await claim_replica(self.kube, revision)
         if claim is None:
             record.api(reads=1)
         else:
@@ -339,7 +331,7 @@ class LocalPath:
             return pod is None or bool(pod["metadata"].get("deletionTimestamp"))
 
         loop = asyncio.get_running_loop()
-        probing = loop.create_task(probe_until_ready(self.probe_session, check, ip, interval=self.probe_interval,
+        probing = loop.create_task(probe_until_ready(check, ip, interval=self.probe_interval,
                                                      timeout=self.tracker.prober.timeout))  # fmt: skip
         leaving = loop.create_task(self.tracker.local_pods.wait_for(gone, self.timeout))
         try:
@@ -360,9 +352,13 @@ class LocalPath:
     # -- off the critical path -------------------------------------------------------------------------------
 
     async def _hand_over(self, revision: Revision, pod: str, claim: Scaled, record: ColdStart) -> None:
-        """Adopt the stand-in the moment the ReplicaSet's replicas include its claim, whoever raised them (we do
-        at once, in case the deployment controller is slower), retrying with backoff; a pod that cannot be handed
-        over is deleted (the ReplicaSet's own pod serves the claimed replica instead)."""
+        """Adopt the stand-in the moment the ReplicaSet's replicas include its claim, retrying with backoff; a pod
+        that cannot be handed over is deleted (the ReplicaSet's own pod serves the claimed replica instead).
+
+        The deployment controller raises the ReplicaSet a hop after the claim; only if it has not within
+        ``RAISE_GRACE_SECONDS`` (a controller-manager that is down or far behind) does the activator raise it. Two
+        writers would race for nothing: whoever raises it, the ReplicaSet controller and this activator both react
+        to the same watch event, the one by making a pod of its own, the other by adopting this one."""
 
         def raised(cache: WatchCache) -> Obj | None:
             rs = current_replicaset(cache, revision)
@@ -370,29 +366,26 @@ class LocalPath:
 
         delay = 0.2
         for attempt in range(HANDOVER_ATTEMPTS):
-            replicaset = current_replicaset(self.replicasets, revision)
-            if replicaset is None:
-                break
             try:
-                raising = asyncio.ensure_future(raise_replicaset(self.kube, replicaset, claim.after))
                 try:
-                    replicaset = await self.replicasets.wait_for(raised, RAISE_WAIT_SECONDS)
+                    replicaset = await self.replicasets.wait_for(raised, RAISE_GRACE_SECONDS)
                 except TimeoutError:
-                    await raising  # raises what went wrong, if anything did
-                    continue
+                    current = current_replicaset(self.replicasets, revision)
+                    if current is None:
+                        break  # the revision is gone, and the pod with it
+                    await raise_replicaset(self.kube, current, claim.after)
+                    replicaset = await self.replicasets.wait_for(raised, RAISE_GRACE_SECONDS)
                 record.step("rs_raised")
                 await self.kube.patch(r.PODS, pod, adoption_patch(replicaset), revision.namespace)
                 record.step("adopted")
                 self.metrics.local_pods.labels("adopted").inc()
-                with contextlib.suppress(KubeError):
-                    await raising  # the deployment controller may have raised it first: a conflict is fine
                 await self._event(revision, pod)
                 return
             except NotFound:
                 return  # the pod is gone (deleted, trimmed): nothing to hand over
-            except KubeError as exc:
+            except (KubeError, TimeoutError) as exc:
                 log.warning("could not hand %s/%s to its ReplicaSet (attempt %d, retrying in %.1fs): %s",
-                            revision.namespace, pod, attempt + 1, delay, exc)  # fmt: skip
+                            revision.namespace, pod, attempt + 1, delay, exc or "timeout")  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
         await self._delete(revision.namespace, pod, "handover_failed")

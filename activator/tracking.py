@@ -22,8 +22,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import aiohttp
-
 from activator.metrics import Metrics
 from activator.probing import Prober, ProbeSpecError, ReadinessCheck, readiness_check
 from activator.throttling import Endpoint, Throttler, Throttlers
@@ -91,7 +89,6 @@ class Tracker:
         self,
         kube: KubeClient,
         slice_resource: r.Resource,
-        probe_session: aiohttp.ClientSession,
         *,
         queue_limit: int,
         metrics: Metrics,
@@ -113,7 +110,7 @@ class Tracker:
         self.metrics = metrics
         self.queue_limit = queue_limit
         self.on_no_capacity = on_no_capacity
-        self.prober = Prober(probe_session, interval=probe_interval, on_healthy=self.recompute)
+        self.prober = Prober(interval=probe_interval, on_healthy=self.recompute)
         self.throttlers = Throttlers(self._new_throttler)
         self._admitted: dict[str, set[str]] = {}  # revision -> stand-ins admitted by their cold start
         self._nodes_of: dict[str, frozenset[str]] = {}  # revision -> nodes its slices mention
