@@ -39,6 +39,10 @@ BENCH_SPEC = ClusterSpec(state_dir=BENCH_STATE_DIR, nodes=3, port_base=47000, ip
 
 @contextlib.contextmanager
 def devcluster(spec: ClusterSpec = BENCH_SPEC, *, keep: bool = False) -> Any:
+    """The benchmark's devcluster, this process (the client, outside the nodes) on the control plane's CPUs."""
+    control_plane = controlplane.cpus_for(spec, "control-plane")
+    if control_plane is not None:
+        os.sched_setaffinity(0, {int(c) for c in control_plane.split(",")})
     controlplane.up(spec, fresh=True)
     try:
         yield spec
@@ -122,10 +126,17 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def machine() -> dict[str, Any]:
+    """Where and when a benchmark ran: every result carries it."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"machine": f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}",
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
 def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    meta = machine()
     json_path = RESULTS / f"{name}.json"
     md_path = RESULTS / f"{name}.md"
     json_path.write_text(json.dumps({**meta, **data}, indent=2, default=_plain) + "\n")

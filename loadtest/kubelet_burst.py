@@ -129,8 +129,8 @@ async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     app = APPS[args.app]
-    physical = await spawn_at_once(app, addresses("127.51", args.pods))
     with devcluster(keep=args.keep) as spec:
+        physical = await spawn_at_once(app, addresses("127.51", args.pods), cpus=controlplane.cpus_for(spec, "nodes"))
         state = controlplane.State(spec.state_dir)
         nodes = [n.name for n in spec.node_specs()]
         pids = {n: state.processes[f"node/{n}"]["pid"] for n in nodes}

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devcluster.controlplane import pinned
+
 LEAN_APP = Path(__file__).resolve().parent.parent / "devcluster" / "leanapp.py"
 
 
@@ -54,10 +56,10 @@ async def first_byte(ip: str, port: int, timeout: float = 10.0) -> None:
                 await writer.wait_closed()
 
 
-async def _one(app: App, ip: str, port: int, env: Mapping[str, str], timeout: float) -> float:
+async def _one(app: App, ip: str, port: int, env: Mapping[str, str], timeout: float, cpus: str | None) -> float:
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        *app.command, env={**env, "POD_IP": ip, "PORT": str(port), "POD_NAME": f"physical-{ip}"},
+        *pinned([*app.command], cpus), env={**env, "POD_IP": ip, "PORT": str(port), "POD_NAME": f"physical-{ip}"},
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
@@ -75,12 +77,15 @@ async def _one(app: App, ip: str, port: int, env: Mapping[str, str], timeout: fl
         await proc.wait()
 
 
-async def spawn_at_once(app: App, addresses: Sequence[str], *, port: int = 8080, timeout: float = 60.0) -> list[float]:
-    """Start one ``app`` process per address at once; seconds from spawning each to its first byte."""
+async def spawn_at_once(
+    app: App, addresses: Sequence[str], *, port: int = 8080, timeout: float = 60.0, cpus: str | None = None
+) -> list[float]:
+    """Start one ``app`` process per address at once (on ``cpus``, the nodes' CPUs of a devcluster that splits
+    them); seconds from spawning each to its first byte."""
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR")}
     env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    return list(await asyncio.gather(*(_one(app, ip, port, env, timeout) for ip in addresses)))
+    return list(await asyncio.gather(*(_one(app, ip, port, env, timeout, cpus) for ip in addresses)))
 
 
 def addresses(prefix: str, count: int) -> list[str]:
