@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STATE_DIR ?= $(HOME)/.local/state/localsched/devcluster
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries lint unit integration test demo down status clean
+.PHONY: all venv binaries lint unit integration test demo down status clean bench
 
 all: test
 
@@ -38,6 +38,21 @@ integration: binaries
 
 test: lint binaries
 	$(BIN)/pytest tests -q $(PYTEST_ARGS)
+
+# A short run of every benchmark: each brings up its own devcluster (never the demo's) and rewrites its results in
+# loadtest/results/ (JSON, Markdown, plots); the cold-start one also rewrites the README's results section.
+# `python -m loadtest <name> --help` gives each one's full-size options.
+$(VENV)/.bench: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: binaries $(VENV)/.bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; } \
+		|| echo "wrk is missing and cannot be installed (not root): the warm-path benchmark uses its slower generator"
+	$(PY) -m loadtest coldstart --singles 6 --bursts 1
+	$(PY) -m loadtest kubelet --pods 60 --profile
+	$(PY) -m loadtest warm --rounds 2 --seconds 3
+	$(PY) -m loadtest subsetting
 
 demo: binaries
 	$(BIN)/devcluster --state-dir $(STATE_DIR) up

@@ -25,7 +25,7 @@ from activator.forwarding import Forwarder, new_session
 from activator.journal import Journal
 from activator.metrics import Metrics, ThrottlerCollector
 from activator.proxying import Proxy
-from activator.recovering import Recovery
+from activator.recovering import STANDALONE, Recovery
 from activator.scaling import ColdStartPath, StandardPath
 from activator.scheduling import LocalPath, claim_order, revision_key_of
 from activator.settings import Settings
@@ -81,7 +81,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         closing.append(tracker.prober.close)
         caches = list(tracker.caches)
         # This process, as the creator of the stand-ins it writes (a restarted container is another process).
-        activator = f"{identity.pod_name or 'activator@' + identity.node_name}/{secrets.token_hex(4)}"
+        activator = f"{identity.pod_name or STANDALONE + identity.node_name}/{secrets.token_hex(4)}"
         standard = StandardPath(kube)
         path: ColdStartPath = standard
         if settings.local_scheduling:
@@ -99,7 +99,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             closing.append(local.close)
             path = local
         recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
-                            metrics=metrics)  # fmt: skip
+                            activator_namespace=identity.pod_namespace, metrics=metrics)  # fmt: skip
         closing.append(recovery.close)
         journal = Journal()
         cold_starts = ColdStarts(tracker, path, demand=demand, journal=journal, metrics=metrics,

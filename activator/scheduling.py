@@ -7,24 +7,24 @@ evidence):
    scheduler name, unsupported constraints, readiness, cordon, taints, nodeSelector and required affinity,
    resources against the pods already on the node, and maxScale against the cached ReplicaSet. A failure has a
    named reason, is counted, and the standard path runs instead.
-2. **Create the pod and claim its replica at the same moment.** The pod is the current ReplicaSet's template with
-   ``spec.nodeName`` set to this node, as a *stand-in*: without the ReplicaSet's selector labels (and its
-   ``pod-template-hash``) neither the ReplicaSet nor the private Service sees it, so nobody can use it before its
-   replica is claimed. The claim (``claiming.claim_replica``) raises the Deployment's replicas under maxScale with
-   optimistic concurrency; a lost claim deletes the pod, which never served.
-3. **The kubelet's first status with the pod IP**, from this node's pod watch.
-4. **The activator's own readiness check of that IP** (the revision's readiness probe, ``probing``); once the
+2. **Create the pod** (one write): the current ReplicaSet's template with ``spec.nodeName`` set to this node, as a
+   *stand-in*. Without the ReplicaSet's selector labels (and its ``pod-template-hash``) neither the ReplicaSet nor
+   the private Service sees it, so nobody can use it before its replica is claimed, and a readiness gate
+   (``localsched.dev/claimed``) keeps the API from calling it Ready before then.
+3. **Claim its replica** under maxScale (``claiming.claim_replica``: the Deployment's replicas + 1, optimistic
+   concurrency). When: at the create, both writes at once, where pod-deletion-cost lets the ReplicaSet keep the
+   stand-in (1.22+); on older servers once the kubelet reports the pod Running, concurrently with step 5, so that
+   any pod the ReplicaSet makes for the replica is younger and still Pending when it trims one (``claim_at``). A
+   lost claim deletes the stand-in, which never served.
+4. **The kubelet's first status with the pod IP**, from this node's pod watch.
+5. **The activator's own readiness check of that IP** (the revision's readiness probe, ``probing``); once the
    claim is won too, the pod is admitted to the revision's endpoints and the queued requests go to it.
 
-Off the critical path, right after the claim: raise the current ReplicaSet to the claimed replicas (the deployment
-controller would, a hop later) and adopt the pod (its selector labels and the ReplicaSet as controller), so the
-ReplicaSet counts it instead of making a pod of its own; then an Event on the Revision. If the ReplicaSet made a
-pod for the replica in between, it trims one; kube 1.20 has no pod-deletion-cost, and its ranking (unscheduled,
-then Pending, then unready first) favours the stand-in, which has been bound to its node from the start.
-
-Anything that fails after the claim falls back by itself: the replica is claimed, so the ReplicaSet's pod arrives
-through kube-scheduler and the queue drains to whichever pod serves first. What a dead activator left behind is
-cleaned up by ``recovering``.
+Off the critical path, after the claim: the moment the ReplicaSet's replicas include it, adopt the pod (its
+selector labels and the ReplicaSet as controller), so the ReplicaSet counts it; open the readiness gate; record an
+Event on the Revision. Anything that fails after the claim falls back by itself: the replica is claimed, so the
+ReplicaSet's pod arrives through kube-scheduler and the queue drains to whichever pod serves first. What a dead
+activator left behind is cleaned up by ``recovering``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from activator.throttling import Endpoint
 from activator.tracking import FOR_REVISION_LABEL, SCHEDULED_BY_LABEL, Tracker
 from localsched.knative import REVISION_LABEL, Revision
 from localsched.kube import resources as r
-from localsched.kube.client import KubeClient, Obj
+from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
 from localsched.kube.errors import KubeError, NotFound
 from localsched.kube.watching import WatchCache
 from localsched.predicates import filter_local
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 LOCAL_SCHEDULING_ANNOTATION = "localsched.dev/local-scheduling"  # "false" on a Revision: never schedule it here
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
+CLAIM_GATE = "localsched.dev/claimed"  # readiness gate: a stand-in is Ready in the API only once its replica is won
 # When the replica is claimed (docs/local-scheduling.md, "The race with the ReplicaSet"): at the pod's creation
 # (fastest; needs pod-deletion-cost, Kubernetes 1.22+, to keep the ReplicaSet from trimming the local pod), or
 # once the kubelet reports it Running (then the ReplicaSet's own pod for the replica always ranks below it).
@@ -104,8 +105,20 @@ def stand_in(replicaset: Obj, revision: Revision, *, node: str, activator: str) 
             "labels": {**labels, SCHEDULED_BY_LABEL: node, FOR_REVISION_LABEL: revision.name},
             "annotations": annotations,
         },
-        "spec": {**template["spec"], "nodeName": node},
+        "spec": {
+            **template["spec"],
+            "nodeName": node,
+            "readinessGates": [*(template["spec"].get("readinessGates") or []), {"conditionType": CLAIM_GATE}],
+        },
     }
+
+
+def gate_patch(node: str) -> Obj:
+    """The condition that opens a stand-in's readiness gate (a strategic merge into ``status.conditions``)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    condition = {"type": CLAIM_GATE, "status": "True", "reason": "ReplicaClaimed", "lastTransitionTime": now,
+                 "message": f"replica claimed under maxScale by the activator on {node}"}  # fmt: skip
+    return {"status": {"conditions": [condition]}}
 
 
 def adoption_patch(replicaset: Obj) -> Obj:
@@ -379,6 +392,9 @@ class LocalPath:
                 await self.kube.patch(r.PODS, pod, adoption_patch(replicaset), revision.namespace)
                 record.step("adopted")
                 self.metrics.local_pods.labels("adopted").inc()
+                await self.kube.patch(r.PODS, pod, gate_patch(self.node_name), revision.namespace,
+                                      subresource="status", content_type=STRATEGIC_PATCH)  # fmt: skip
+                record.step("gate_open")
                 await self._event(revision, pod)
                 return
             except NotFound:

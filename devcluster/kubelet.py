@@ -148,12 +148,14 @@ class StatusManager:
         self._pending: OrderedDict[Key, _Pending] = OrderedDict()
         self._sent: dict[Key, _Pending] = {}
         self._resend: set[Key] = set()
+        self._generation: dict[Key, int] = {}  # set() calls per pod: a retry yields to anything newer
         self._wake = asyncio.Event()
         self.writes = 0
 
     def set(self, namespace: str, name: str, uid: str, status: Obj) -> None:
         """Queue ``status`` for the pod (replacing a queued one); a status equal to the last one sent is dropped."""
         key = (namespace, name)
+        self._generation[key] = self._generation.get(key, 0) + 1
         sent = self._sent.get(key)
         if sent is not None and sent.uid == uid and sent.status == status and key not in self._resend:
             self._pending.pop(key, None)
@@ -169,6 +171,7 @@ class StatusManager:
         self._pending.pop(key, None)
         self._sent.pop(key, None)
         self._resend.discard(key)
+        self._generation.pop(key, None)
 
     def reconcile(self, key: Key) -> None:
         """The API disagrees with the last status sent: send it again at the next periodic reconcile."""
@@ -200,14 +203,15 @@ class StatusManager:
                     except (KubeError, OSError) as exc:
                         # Like syncBatch: this pod is retried later; the others are not held up.
                         log.warning("status of %s/%s not written (%s); retrying", key[0], key[1], exc)
-                        asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retry, key, item)
+                        generation = self._generation.get(key, 0)
+                        asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retry, key, item, generation)
         finally:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
 
-    def _retry(self, key: Key, item: _Pending) -> None:
-        if key not in self._pending:  # a newer status supersedes the failed one
+    def _retry(self, key: Key, item: _Pending, generation: int) -> None:
+        if key not in self._pending and self._generation.get(key) == generation:  # nothing newer was set since
             self._pending[key] = item
             self._wake.set()
 
@@ -246,4 +250,9 @@ class ObjectCache:
         if entry is None or time.monotonic() - entry[0] > self.ttl:
             task = asyncio.ensure_future(self.client.get(resource, name, namespace))
             entry = self._entries[key] = (time.monotonic(), task)
-        return await asyncio.shield(entry[1])
+        try:
+            return await asyncio.shield(entry[1])
+        except Exception:
+            if self._entries.get(key) is entry:
+                del self._entries[key]  # a failure is not remembered: the next pod asks again
+            raise

@@ -32,11 +32,18 @@ def program(argv: list[str]) -> str:
     """``kube-apiserver`` for a binary, ``devcluster.nodesim`` for ``python -m devcluster.nodesim``, ``activator``
     for a console script, ``leanapp.py`` for ``python3 -S -E .../leanapp.py``."""
     name = Path(argv[0]).name if argv else ""
-    if name.startswith("python"):
-        rest = [a for a in argv[1:] if not a.startswith("-") or a == "-m"]
-        if rest[:1] == ["-m"] and len(rest) > 1:
-            return rest[1]
-        return Path(rest[0]).name if rest else name
+    if not name.startswith("python"):
+        return name
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-m":
+            return next(args, name)
+        if arg == "-c":
+            return "-c"
+        if arg in ("-X", "-W", "-Q"):
+            next(args, None)  # the option's value
+        elif not arg.startswith("-"):
+            return Path(arg).name
     return name
 
 

@@ -89,6 +89,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         key: round(summary["activator"][key] / summary["direct"][key], 3) for key in ("rps", "p50_ms", "p99_ms")
     }
     errors = sum(s.errors for runs in rounds.values() for s in runs)
+    if errors:
+        per_round = {side: [s.errors for s in runs] for side, runs in rounds.items()}
+        raise SystemExit(f"warm path: {errors} requests failed (per round: {per_round}); no figures from that")
     return {"settings": vars(args), "summary": summary, "rounds": rounds, "errors": errors}
 
 

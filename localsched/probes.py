@@ -53,14 +53,14 @@ async def http_status(
             reader, writer = await asyncio.open_connection(host, port, ssl=_INSECURE if https else None)
             writer.write(request.encode("latin-1"))
             line = await reader.readline()
-    except (OSError, TimeoutError, UnicodeEncodeError):
+    except (OSError, TimeoutError, UnicodeEncodeError, ValueError):  # ValueError: no line end within 64 KiB
         return None
     finally:
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-    parts = line.split(b" ", 2)
+    parts = line.rstrip(b"\r\n").split(b" ", 2)  # "HTTP/1.1 200 OK", or without the reason (Go accepts it)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return None
     return int(parts[1])

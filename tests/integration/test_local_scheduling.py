@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,21 +27,26 @@ SCHEDULED_BY = "localsched.dev/scheduled-by"
 
 @dataclass
 class RevisionWatch:
-    """What a revision went through while watched: the most Ready pods and replicas at once, every pod created."""
+    """What a revision went through while watched: the most Ready pods and replicas at once, every pod created,
+    and when each pod started terminating (for the serving intervals of :func:`most_serving_at_once`)."""
 
     pods: WatchCache
     deployments: WatchCache
-    max_ready: int = 0  # Ready and not terminating: serving pods (a terminating pod is in no endpoint list)
+    max_ready: int = 0  # Ready and not terminating (a terminating pod is in no endpoint list)
     max_ready_with_terminating: int = 0  # reported: a trimmed pod can stay Ready while it shuts down
     max_replicas: int = 0
     created: list[str] = field(default_factory=list)
     first_seen: dict[str, Obj] = field(default_factory=dict)  # each pod as it was created
     at_max: list[str] = field(default_factory=list)
+    terminating_at: dict[str, float] = field(default_factory=dict)  # pod -> when its deletion was first seen
 
     def on_pod(self, event: Event) -> None:
+        name = event.obj["metadata"]["name"]
         if event.type == "ADDED":
-            self.created.append(event.obj["metadata"]["name"])
-            self.first_seen[event.obj["metadata"]["name"]] = event.obj
+            self.created.append(name)
+            self.first_seen[name] = event.obj
+        if event.type == "DELETED" or event.obj["metadata"].get("deletionTimestamp"):
+            self.terminating_at.setdefault(name, time.monotonic())
         ready = [p for p in self.pods if is_ready(p)]
         serving = [p for p in ready if not p["metadata"].get("deletionTimestamp")]
         self.max_ready_with_terminating = max(self.max_ready_with_terminating, len(ready))
@@ -52,13 +58,35 @@ class RevisionWatch:
         self.max_replicas = max(self.max_replicas, int(event.obj["spec"].get("replicas") or 0))
 
     def settled(self, namespace: str, deployment: str) -> int | None:
-        """The replica count once pods (none terminating) equal the Deployment's replicas, all Ready."""
+        """The replica count once pods (none terminating, every one its ReplicaSet's: no stand-in left) equal the
+        Deployment's replicas, all Ready."""
         d = self.deployments.get(deployment, namespace)
         pods = [p for p in self.pods if not p["metadata"].get("deletionTimestamp")]
-        if d is None or len(pods) != len(list(self.pods)):
+        if d is None or len(pods) != len(list(self.pods)) or any(not owned_by_replicaset(p) for p in pods):
             return None
         replicas = int(d["spec"].get("replicas") or 0)
         return replicas if replicas == len(pods) and all(is_ready(p) for p in pods) else None
+
+
+def owned_by_replicaset(pod: Obj) -> bool:
+    return any(o.get("kind") == "ReplicaSet" and o.get("controller") for o in pod["metadata"].get("ownerReferences")
+               or [])  # fmt: skip
+
+
+def most_serving_at_once(answers: list[tuple[float, str]], terminating_at: dict[str, float]) -> tuple[int, set[str]]:
+    """The most pods serving at one moment, where a pod serves from its first answer until its deletion is seen.
+
+    A pod serves from the moment any activator forwards to it, Ready in the API or not; the first answer a client
+    gets from it is a moment it served (a little after the forward)."""
+    first: dict[str, float] = {}
+    for at, pod in sorted(answers):
+        first.setdefault(pod, at)
+    most, at_most = 0, set()
+    for at, _ in sorted(answers):
+        serving = {p for p, start in first.items() if start <= at < terminating_at.get(p, float("inf"))}
+        if len(serving) > most:
+            most, at_most = len(serving), serving
+    return most, at_most
 
 
 @contextlib.asynccontextmanager
@@ -142,20 +170,30 @@ async def test_three_activators_racing_never_push_a_revision_past_max_scale(
     name = "capped-00001"
     await create_revision(kube, sample_revision(name, namespace, annotations={annotation: str(max_scale)}))
     statuses: Counter[int] = Counter()
+    most_serving, serving_at_most = 0, set()
     async with watch_revision(kube, namespace, name) as watch:
         for _ in range(cycles):
-            answers = await asyncio.gather(*(
-                http.get(f"{a.url}/", headers=a.headers(namespace, name))
-                for a in activators.values() for _ in range(per_activator)
-            ))  # fmt: skip
-            statuses.update(a.status_code for a in answers)
+            answers: list[tuple[float, str]] = []
+
+            async def ask(activator: NodeActivator, answers: list[tuple[float, str]] = answers) -> None:
+                answer = await http.get(f"{activator.url}/", headers=activator.headers(namespace, name))
+                statuses[answer.status_code] += 1
+                if answer.status_code == 200:
+                    answers.append((time.monotonic(), answer.json()["pod"]))
+
+            await asyncio.gather(*(ask(a) for a in activators.values() for _ in range(per_activator)))
             await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment"))
+            serving, pods = most_serving_at_once(answers, watch.terminating_at)
+            if serving > most_serving:
+                most_serving, serving_at_most = serving, pods
             await scale_to_zero(kube, watch, namespace, name)
-    print(f"\nmaxScale {max_scale} ({annotation}), {cycles} cycles: {dict(statuses)}; most Ready (serving) at once "
-          f"{watch.max_ready} ({watch.max_ready_with_terminating} counting pods shutting down), most replicas "
-          f"{watch.max_replicas}, pods created {len(watch.created)}")  # fmt: skip
+    print(f"\nmaxScale {max_scale} ({annotation}), {cycles} cycles: {dict(statuses)}; most pods serving at once "
+          f"{most_serving}; most Ready in the API at once {watch.max_ready} ({watch.max_ready_with_terminating} "
+          f"counting pods shutting down), most replicas {watch.max_replicas}, "
+          f"pods created {len(watch.created)}")  # fmt: skip
     assert statuses == {200: cycles * per_activator * len(activators)}
     assert watch.max_replicas <= max_scale
+    assert most_serving <= max_scale, f"serving at once: {serving_at_most}"
     assert watch.max_ready <= max_scale, f"Ready at once: {watch.at_max}"
 
 
@@ -230,6 +268,7 @@ async def filled(kube: KubeClient, namespace: str, node: str, cpu: str) -> Async
         pytest.param("node_selector", "NodeSelectorMismatch", id="node-selector-excludes-the-node"),
         pytest.param("custom_scheduler", "CustomScheduler", id="custom-scheduler"),
         pytest.param("does_not_fit", "InsufficientCPU", id="pod-does-not-fit"),
+        pytest.param("opted_out", "DisabledForRevision", id="revision-opts-out-by-annotation"),
     ],
 )
 async def test_a_node_the_pod_may_not_use_gets_no_local_pod_and_the_request_is_still_served(
@@ -240,7 +279,10 @@ async def test_a_node_the_pod_may_not_use_gets_no_local_pod_and_the_request_is_s
     extra: dict[str, object] = {}
     context: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
     cpu = "100m"
-    if case == "taint":
+    annotations: dict[str, str] = {}
+    if case == "opted_out":
+        annotations = {"localsched.dev/local-scheduling": "false"}
+    elif case == "taint":
         context = tainted(kube, "node-3")
     elif case == "node_selector":
         extra = {"nodeSelector": {"kubernetes.io/hostname": "node-1"}}
@@ -253,17 +295,19 @@ async def test_a_node_the_pod_may_not_use_gets_no_local_pod_and_the_request_is_s
     name = "picky-00001"
     before = await node3.metric(http, "activator_local_scheduling_skips_total", reason=reason)
     async with context:
-        await create_revision(kube, sample_revision(name, namespace, cpu=cpu, pod_spec_extra=extra))
+        await create_revision(kube, sample_revision(name, namespace, cpu=cpu, pod_spec_extra=extra,
+                                                    annotations=annotations))  # fmt: skip
         answer = await http.get(f"{node3.url}/", headers=node3.headers(namespace, name))
         assert answer.status_code == 200
-        assert answer.json()["node"] != "node-3"
         pods = await kube.list(r.PODS, namespace, label_selector=f"serving.knative.dev/revision={name}")
-        assert all(p["spec"].get("nodeName") != "node-3" for p in pods["items"])
+        if case != "opted_out":  # node-3 may not run it at all; an opted-out revision may land there by the scheduler
+            assert answer.json()["node"] != "node-3"
+            assert all(p["spec"].get("nodeName") != "node-3" for p in pods["items"])
         assert not any(SCHEDULED_BY in (p["metadata"].get("labels") or {}) for p in pods["items"])
     assert await node3.metric(http, "activator_local_scheduling_skips_total", reason=reason) == before + 1
 
 
-async def test_activator_killed_right_after_creating_its_pod_finishes_the_cold_start_once_restarted(
+async def test_a_pod_left_unclaimed_by_an_activator_killed_right_after_creating_it_is_cleaned_up_once_it_restarts(
     kube: KubeClient, namespace: str, http: httpx.AsyncClient
 ) -> None:
     activators = await daemonset_activators(kube)
@@ -271,6 +315,7 @@ async def test_activator_killed_right_after_creating_its_pod_finishes_the_cold_s
     activator_pod = await kube.get(r.PODS, node1.pod, "localsched-system")
     pid = container_pid(activator_pod)
     restarts = activator_pod["status"]["containerStatuses"][0]["restartCount"]
+    before = await node1.metric(http, "activator_local_pods_total", outcome="abandoned_deleted")
     name = "crash-00001"
     await create_revision(kube, sample_revision(name, namespace, startup_delay=0.5))
     async with watch_revision(kube, namespace, name) as watch:
@@ -287,18 +332,56 @@ async def test_activator_killed_right_after_creating_its_pod_finishes_the_cold_s
         [created] = await wait_for(watch.pods, lambda c: [p for p in c if (p["metadata"].get("labels") or {})
                                                            .get(SCHEDULED_BY) == "node-1"] or None)  # fmt: skip
         async with watching(kube, r.PODS, "localsched-system") as system:
-            await wait_for(system, lambda c: (p := c.get(node1.pod, "localsched-system")) and is_ready(p)
-                           and p["status"]["containerStatuses"][0]["restartCount"] > restarts, timeout=60)  # fmt: skip
-        # The restarted activator finds the stand-in it never handed over, and the ReplicaSet takes it.
-        name_of_ours = created["metadata"]["name"]
-        adopted = await wait_for(watch.pods, lambda c: (p := c.get(name_of_ours, namespace))
-                                 and p["metadata"].get("ownerReferences") and p)  # fmt: skip
-        assert adopted["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
-        assert await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment")) == 1
-        assert [p["metadata"]["name"] for p in watch.pods] == [name_of_ours]
+            restarted = await wait_for(system, lambda c: (p := c.get(node1.pod, "localsched-system")) and is_ready(p)
+                                       and p["status"]["containerStatuses"][0]["restartCount"] > restarts and p,
+                                       timeout=60)  # fmt: skip
+        # The restarted activator finds the stand-in its previous self never handed over, and deletes it: it never
+        # served anyone else, and nothing was claimed for it (the claim waits for the kubelet to run it).
+        ours = created["metadata"]["name"]
+        await wait_for(watch.pods, lambda c: c.get(ours, namespace) is None, timeout=60)
+        assert await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment") is not None) == 0
+        # No pod leaked; and the revision cold-starts again through the restarted activator, on its node.
+        node1 = NodeActivator(node1.node, restarted["status"]["podIP"], node1.pod)
         answer = await http.get(f"{node1.url}/", headers=node1.headers(namespace, name))
         assert answer.status_code == 200
-        assert answer.json()["pod"] == name_of_ours
+        assert answer.json()["node"] == "node-1"
+        assert await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment")) == 1
+    assert await node1.metric(http, "activator_local_pods_total", outcome="abandoned_deleted") >= before + 1
+
+
+async def _ready_in_api_at(pods: WatchCache, name: str, namespace: str) -> float:
+    await wait_for(pods, lambda c: (p := c.get(name, namespace)) is not None and is_ready(p), timeout=60)
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("path", ["local", "standard"])
+async def test_the_first_byte_is_forwarded_before_the_pod_is_ready_in_the_api(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient, path: str
+) -> None:
+    """The activator checks a new pod's IP itself (the revision's readiness probe, every 50 ms); the kubelet probes
+    here only every 10 s once its first probe, at Running, found the app still starting (STARTUP_DELAY)."""
+    activators = await daemonset_activators(kube)
+    node2 = activators["node-2"]
+    annotations = {"devcluster.localsched.dev/probe-period-ms": "10000"}  # no queue-proxy-like fast probing
+    if path == "standard":
+        annotations["localsched.dev/local-scheduling"] = "false"
+    name = f"early-{path}-00001"
+    revision = sample_revision(name, namespace, startup_delay=1.5, annotations=annotations)
+    revision["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = 10
+    await create_revision(kube, revision)
+    async with watch_revision(kube, namespace, name) as watch:
+        answer = await http.get(f"{node2.url}/", headers=node2.headers(namespace, name))
+        answered_at = time.monotonic()
+        assert answer.status_code == 200
+        pod = answer.json()["pod"]
+        pod_obj = watch.pods.get(pod, namespace)
+        assert pod_obj is not None
+        assert not is_ready(pod_obj), "the answer came from a pod the API did not call Ready yet"
+        ready_at = await _ready_in_api_at(watch.pods, pod, namespace)
+    print(f"\n{path}: first byte {ready_at - answered_at:.1f}s before the API called {pod} Ready")
+    assert answered_at < ready_at
+    if path == "local":
+        assert SCHEDULED_BY in (pod_obj["metadata"].get("labels") or {})
 
 
 async def test_a_failed_pod_left_by_a_dead_activator_is_deleted_when_it_comes_back(

@@ -71,7 +71,7 @@ async def test_crd_rejects_an_activation_endpoints_with_an_invalid_spec(kube: Ku
         pytest.param("activator", "update", "apps", "deployments", "scale", True, id="activator-scales-deployments"),
         pytest.param("activator", "create", "", "pods", "", True, id="activator-creates-pods"),
         pytest.param("activator", "patch", "", "pods", "", True, id="activator-adopts-pods"),
-        pytest.param("activator", "patch", "", "pods", "status", False, id="activator-cannot-write-pod-status"),
+        pytest.param("activator", "patch", "", "pods", "status", True, id="activator-opens-its-readiness-gate"),
         pytest.param("activator", "update", "apps", "replicasets", "scale", True, id="activator-scales-replicasets"),
         pytest.param("activator", "update", "apps", "deployments", "", False, id="activator-cannot-edit-deployments"),
         pytest.param("activator", "get", "", "secrets", "", False, id="activator-cannot-read-secrets"),
