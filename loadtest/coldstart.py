@@ -26,6 +26,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -338,15 +339,13 @@ def targets(summary: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def markdown(result: dict[str, Any], command: str) -> str:
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_BEGIN = "<!-- coldstart-results:begin (written by python -m loadtest coldstart) -->"
+README_END = "<!-- coldstart-results:end -->"
+
+
+def summary_table(result: dict[str, Any], image_dir: str) -> list[str]:
     lines = [
-        "# Cold start: local scheduling vs the standard path",
-        "",
-        f"`{command}` on {result['machine']}, {result['when']}; kubelet timing: {result['kubelet_timing']};",
-        "every request answered 200. Time to first byte as the client sees it, through the DaemonSet activators",
-        "(each revision's request to an activator from its `{rev}-activationendpoints`). *physical*: the same",
-        "number of app processes spawned directly, in the same run.",
-        "",
         "| app | at once | physical p50 / p99 | local p50 / p99 | standard p50 / p99 | local/standard p50 "
         "| p99 | local/physical p99 | RS kept local pod |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -362,6 +361,38 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"| {ra['local_over_standard_p99']} | {ra['local_over_physical_p99']} "
             f"| {e['local']['replicaset_kept_local']} |"
         )
+    return [*lines, "", f"![time to first byte, CDF]({image_dir}coldstart_cdf.png)"]
+
+
+def update_readme(result: dict[str, Any], command: str) -> None:
+    """The README's results section: the latest table and plot, with the machine, the date and the command."""
+    text = README.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        print(f"README.md has no {README_BEGIN!r} section; not updated", file=sys.stderr)
+        return
+    body = [
+        f"Measured on {result['machine']}, {result['when']}, with `{command}` (kubelet timing: "
+        f"{result['kubelet_timing']}); every request answered 200. Details, targets and the step breakdown: "
+        "[loadtest/results/coldstart.md](loadtest/results/coldstart.md).",
+        "",
+        *summary_table(result, "loadtest/results/"),
+    ]
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    README.write_text(head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Cold start: local scheduling vs the standard path",
+        "",
+        f"`{command}` on {result['machine']}, {result['when']}; kubelet timing: {result['kubelet_timing']};",
+        "every request answered 200. Time to first byte as the client sees it, through the DaemonSet activators",
+        "(each revision's request to an activator from its `{rev}-activationendpoints`). *physical*: the same",
+        "number of app processes spawned directly, in the same run.",
+        "",
+        *summary_table(result, "")[:-2],
+    ]
     lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in result["targets"]]
     lines += ["", "Median step breakdown (ms, from the activators' journals), the sample app:", ""]
@@ -474,6 +505,8 @@ def main() -> None:
     md = markdown(result, command.strip())
     json_path, _ = write_results(args.name, result, md)
     plots.coldstart(result, RESULTS / f"{args.name}_cdf.png", RESULTS / f"{args.name}_steps.png")
+    if args.name == "coldstart":
+        update_readme(result, command.strip())
     print(md)
     print(f"results: {json_path}")
 

@@ -339,7 +339,8 @@ async def test_a_pod_left_unclaimed_by_an_activator_killed_right_after_creating_
         # served anyone else, and nothing was claimed for it (the claim waits for the kubelet to run it).
         ours = created["metadata"]["name"]
         await wait_for(watch.pods, lambda c: c.get(ours, namespace) is None, timeout=60)
-        assert await wait_for(watch.pods, lambda c: watch.settled(namespace, f"{name}-deployment") is not None) == 0
+        settled_at = lambda _: (n := watch.settled(namespace, f"{name}-deployment")) is not None and [n]  # noqa: E731
+        assert await wait_for(watch.pods, settled_at) == [0]
         # No pod leaked; and the revision cold-starts again through the restarted activator, on its node.
         node1 = NodeActivator(node1.node, restarted["status"]["podIP"], node1.pod)
         answer = await http.get(f"{node1.url}/", headers=node1.headers(namespace, name))
