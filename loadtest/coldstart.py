@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ class Watch:
     def __init__(self, kube: KubeClient, ns: str, slices: r.Resource) -> None:
         self.pods = WatchCache(kube, r.PODS, namespace=ns, label_selector=REVISION_LABEL)
         self.deployments = WatchCache(kube, r.DEPLOYMENTS, namespace=ns)
+        self.replicasets = WatchCache(kube, r.REPLICASETS, namespace=ns, label_selector=REVISION_LABEL)
+        self.replicasets.add_index("revision", lambda rs: [(rs["metadata"].get("labels") or {})[REVISION_LABEL]])
         self.slices = WatchCache(kube, slices, namespace=ns)
         self.created: dict[str, set[str]] = defaultdict(set)
         self.max_replicas: dict[str, int] = defaultdict(int)
@@ -104,13 +107,17 @@ class Watch:
         self.max_replicas[name] = max(self.max_replicas[name], int(event.obj["spec"].get("replicas") or 0))
 
     async def start(self) -> None:
-        for cache in (self.pods, self.deployments, self.slices):
+        for cache in self.caches:
             cache.start()
             await cache.wait_synced(30)
 
     async def stop(self) -> None:
-        for cache in (self.pods, self.deployments, self.slices):
+        for cache in self.caches:
             await cache.stop()
+
+    @property
+    def caches(self) -> tuple[WatchCache, ...]:
+        return (self.pods, self.deployments, self.replicasets, self.slices)
 
     def pods_of(self, revision: str) -> list[Obj]:
         return [p for p in self.pods if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == revision]
@@ -132,6 +139,23 @@ class Watch:
     def activators_of(self, revision: str) -> list[str]:
         slice_obj = self.slices.get(f"{revision}-activationendpoints", self.pods.namespace or "")
         return [ep.address for ep in endpoints_of(slice_obj)] if slice_obj else []
+
+
+def changed_since(version: str, cache: WatchCache) -> bool:
+    return cache.resource_version != version
+
+
+async def settle(kube: KubeClient, ns: str, watch: Watch, names: list[str], timeout: float = 120) -> None:
+    """Until the revisions are settled (one pod each, its ReplicaSet's) as the watch sees it and as a fresh list
+    from the API server confirms: a pod the ReplicaSet made just before the adoption may not be in the watch yet."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await watch.pods.wait_for(lambda _: watch.settled(names), timeout)
+            listed = await kube.list(r.PODS, ns, label_selector=REVISION_LABEL)
+            counts = Counter((p["metadata"].get("labels") or {}).get(REVISION_LABEL) for p in listed["items"])
+            if all(counts[n] == 1 for n in names):
+                return
+            await watch.pods.wait_for(functools.partial(changed_since, watch.pods.resource_version), timeout)
 
 
 def revision_body(name: str, ns: str, app: App, mode: str) -> Obj:
@@ -187,7 +211,9 @@ async def round_(
     names = [f"{tag}-{i:02d}-00001" for i in range(size)]
     await asyncio.gather(*(kube.create(r.REVISIONS, revision_body(n, ns, app, mode), ns) for n in names))
     await watch.slices.wait_for(lambda _: all(watch.activators_of(n) for n in names), 120)
-    await watch.deployments.wait_for(lambda c: all(c.get(f"{n}-deployment", ns) for n in names), 60)
+    # A revision at zero has had its Deployment and ReplicaSet since it was created: wait for the ReplicaSets too
+    # (a local cold start needs the template; without one it would take the standard path).
+    await watch.replicasets.wait_for(lambda c: all(c.by_index("revision", n) for n in names), 120)
     if size == 1:
         await asyncio.sleep(rng.random())  # a random phase against the kubelets' relist ticks
     cpu_before = cpu.snapshot()
@@ -204,7 +230,7 @@ async def round_(
                       payload.get("pod", ""), payload.get("node", ""))  # fmt: skip
 
     samples = list(await asyncio.gather(*(one(n) for n in names)))
-    await watch.pods.wait_for(lambda _: watch.settled(names), 120)
+    await settle(kube, ns, watch, names)
     cpu_used = cpu.used(cpu_before, cpu.snapshot())
     records = await journals(http, activators)
     for sample in samples:
