@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -102,7 +103,9 @@ async def burst(kube: KubeClient, ns: str, app: App, count: int, nodes: list[str
 
 async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[str, int]]]:
     """py-spy samples of each process for ``seconds``; the top functions by samples (own time), per process."""
-    py_spy = shutil.which("py-spy")
+    py_spy = shutil.which(
+        "py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     if py_spy is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy): run without --profile or install it")
     procs = {
@@ -122,6 +125,8 @@ async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, 
         for line in path.read_text().splitlines() if path.exists() else []:
             stack, _, count = line.rpartition(" ")
             frame = stack.split(";")[-1]
+            if not frame.strip() or "select" in frame.split(" (")[0].lower():
+                continue  # waiting in the event loop, or a frame without a name: not work
             own[frame.split(" (")[0] + " (" + frame.split("/")[-1] if "/" in frame else frame] += int(count)
         tops[node] = own.most_common(12)
     return tops

@@ -60,18 +60,19 @@ def coldstart(result: dict[str, Any], cdf_path: Path, steps_path: Path) -> None:
     segments = list(dict.fromkeys(label for _, _, steps in rows for label in steps))
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.6))
+    labelled: set[str] = set()
     for y, (_, _, steps) in enumerate(rows):
         left = 0.0
-        for k, segment in enumerate(segments):
-            width = steps.get(segment, 0.0)
+        for segment, width in steps.items():  # each path's own order, the one its cold starts go through
             if width:
-                ax.barh(y, width, left=left, color=cmap(k % 10), label=segment if y == 0 or segment not in
-                        {s for _, _, st in rows[:y] for s in st} else None)  # fmt: skip
+                ax.barh(y, width, left=left, color=cmap(segments.index(segment) % 10),
+                        label=None if segment in labelled else segment)  # fmt: skip
+                labelled.add(segment)
                 left += width
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("median ms from the cold start's trigger in the activator (sample app)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(steps_path, dpi=110)
