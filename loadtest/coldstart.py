@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import random
 import statistics
 import sys
@@ -294,6 +295,17 @@ def breakdown(mode: str, records: list[Obj]) -> dict[str, float]:
     return {label: round(statistics.median(v) * 1000, 1) for label, v in per_segment.items()}
 
 
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+    """One cold start per line: what the client saw and the activator's steps (the round's CPU is in the summary)."""
+    with path.open("w") as out:
+        for sample in samples:
+            record = sample.get("record") or {}
+            row = {k: v for k, v in sample.items() if k not in ("record", "round_cpu")}
+            row["steps"] = record.get("steps", {})
+            row["notes"] = record.get("notes", {})
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+
 def _median_cpu(group: list[Sample]) -> dict[str, float]:
     """Median CPU seconds per component over the rounds of a group (one entry per round)."""
     rounds = list({id(s.round_cpu): s.round_cpu for s in group}.values())
@@ -529,7 +541,10 @@ def main() -> None:
     result = asyncio.run(run(args))
     command = "python -m loadtest coldstart " + " ".join(a for a in sys.argv[1:])
     md = markdown(result, command.strip())
-    json_path, _ = write_results(args.name, result, md)
+    samples = result.pop("samples")
+    json_path, _ = write_results(args.name, {**result, "samples_file": f"{args.name}_samples.jsonl"}, md)
+    write_samples(RESULTS / f"{args.name}_samples.jsonl", samples)
+    result["samples"] = samples
     plots.coldstart(result, RESULTS / f"{args.name}_cdf.png", RESULTS / f"{args.name}_steps.png")
     if args.name == "coldstart":
         update_readme(result, command.strip())

@@ -24,7 +24,7 @@ def coldstart(result: dict[str, Any], cdf_path: Path, steps_path: Path) -> None:
     """A CDF of time to first byte per app and burst size (physical, local, standard), and the step breakdown."""
     plt = _pyplot()
     series: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for sample in result["samples"]:
+    for sample in result["samples"]:  # the run's samples (the results JSON keeps them in a .jsonl beside it)
         series[(sample["app"], sample["size"])][sample["mode"]].append(sample["ttfb"] * 1000)
     for key, values in result["physical_ms"].items():
         app, size = key.split("/")
