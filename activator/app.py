@@ -82,22 +82,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         caches = list(tracker.caches)
         # This process, as the creator of the stand-ins it writes (a restarted container is another process).
         activator = f"{identity.pod_name or STANDALONE + identity.node_name}/{secrets.token_hex(4)}"
-        standard = StandardPath(kube)
-        path: ColdStartPath = standard
-        if settings.local_scheduling:
-            replicasets = WatchCache(kube, r.REPLICASETS, label_selector=REVISION_LABEL, name="replicasets")
-            replicasets.add_index("revision", revision_key_of)
-            caches.append(replicasets)
-            local = LocalPath(
-                kube, tracker, node_name=identity.node_name, activator=activator, replicasets=replicasets,
-                standard=standard,
-                probe_interval=settings.throttling.probe_interval_seconds,
-                timeout=settings.throttling.activation_timeout_seconds, metrics=metrics,
-                claim_at=claim_order(settings.claim_at, await kube.server_version()),
-            )  # fmt: skip
-            log.info("local scheduling on %s: replicas claimed at %s", identity.node_name, local.claim_at)
-            closing.append(local.close)
-            path = local
+        path = await _cold_start_path(settings, kube, tracker, activator, metrics, caches, closing)
         recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
                             activator_namespace=identity.pod_namespace, metrics=metrics)  # fmt: skip
         closing.append(recovery.close)
@@ -122,6 +107,34 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             await close()
         await session.close()
         await kube.close()
+
+
+async def _cold_start_path(
+    settings: Settings,
+    kube: KubeClient,
+    tracker: Tracker,
+    activator: str,
+    metrics: Metrics,
+    caches: list[WatchCache],
+    closing: list[Callable[[], Awaitable[None]]],
+) -> ColdStartPath:
+    """The standard path, or local scheduling in front of it (adding its cache and its close to the runtime's)."""
+    standard = StandardPath(kube)
+    if not settings.local_scheduling:
+        return standard
+    node = settings.identity.node_name
+    replicasets = WatchCache(kube, r.REPLICASETS, label_selector=REVISION_LABEL, name="replicasets")
+    replicasets.add_index("revision", revision_key_of)
+    caches.append(replicasets)
+    local = LocalPath(
+        kube, tracker, node_name=node, activator=activator, replicasets=replicasets, standard=standard,
+        probe_interval=settings.throttling.probe_interval_seconds,
+        timeout=settings.throttling.activation_timeout_seconds, metrics=metrics,
+        claim_at=claim_order(settings.claim_at, await kube.server_version()),
+    )  # fmt: skip
+    closing.append(local.close)
+    log.info("local scheduling on %s: replicas claimed at %s", node, local.claim_at)
+    return local
 
 
 async def _proxy_handler(request: web.Request) -> web.StreamResponse:

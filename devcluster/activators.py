@@ -18,7 +18,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.daemons import daemon_env, running_daemon, service_account_token
-from localsched.kube.client import KubeClient
+from localsched.kube import resources as r
+from localsched.kube.client import KubeClient, Obj
+from localsched.kube.watching import WatchCache
 
 SYSTEM_NAMESPACE = "localsched-system"
 
@@ -50,6 +52,48 @@ class Activator:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM in /proc status")
+
+
+@dataclass(frozen=True)
+class NodeActivator:
+    """An activator of the DaemonSet (one per simulated node), as a client sees it."""
+
+    node: str
+    ip: str
+    pod: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:8012"
+
+    def headers(self, namespace: str, revision: str) -> dict[str, str]:
+        return {"Knative-Serving-Namespace": namespace, "Knative-Serving-Revision": revision}
+
+    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
+        return metric_value((await http.get(f"http://{self.ip}:9090/metrics")).text, name, **labels)
+
+
+def _ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
+
+
+async def daemonset_activators(kube: KubeClient, timeout: float = 60) -> dict[str, NodeActivator]:
+    """The Ready activator of each node, by node name, once every scheduled one is Ready (TimeoutError after
+    ``timeout``)."""
+
+    def all_ready(cache: WatchCache) -> list[Obj] | None:
+        ready = [p for p in cache if _ready(p)]
+        return ready if ready and len(ready) == len(cache) else None
+
+    pods = WatchCache(kube, r.PODS, namespace=SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=activator")
+    pods.start()
+    try:
+        ready = await pods.wait_for(all_ready, timeout)
+    finally:
+        await pods.stop()
+    return {p["spec"]["nodeName"]: NodeActivator(p["spec"]["nodeName"], p["status"]["podIP"], p["metadata"]["name"])
+            for p in ready}  # fmt: skip
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from devcluster import controlplane
+from devcluster.activators import daemonset_activators
 from devcluster.samples import sample_revision
 from loadtest import cpu, plots
 from loadtest.harness import BENCH_SPEC, RESULTS, devcluster, machine, namespace, write_results
@@ -166,7 +167,7 @@ def revision_body(name: str, ns: str, app: App, mode: str) -> Obj:
     return sample_revision(name, ns, annotations=annotations, command=app.pod_command, cpu="50m", memory="32Mi")
 
 
-async def first_byte(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[float, int, Obj]:
+async def time_to_first_byte(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[float, int, Obj]:
     started = time.perf_counter()
     async with http.stream("GET", url, headers=headers) as response:
         elapsed = time.perf_counter() - started
@@ -185,23 +186,6 @@ async def journals(http: httpx.AsyncClient, activators: dict[str, str]) -> dict[
         for record in (await http.get(f"http://{ip}:9090/debug/coldstarts")).json():
             entries[record["revision"]] = record
     return entries
-
-
-async def daemonset_activators(kube: KubeClient) -> dict[str, str]:
-    """The node of each DaemonSet activator, by pod IP, once every one is Ready."""
-    cache = WatchCache(kube, r.PODS, namespace=SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=activator")
-    cache.start()
-    try:
-
-        def ready(c: WatchCache) -> dict[str, str] | None:
-            pods = list(c)
-            ok = [p for p in pods if any(x.get("type") == "Ready" and x.get("status") == "True"
-                                         for x in p.get("status", {}).get("conditions") or [])]  # fmt: skip
-            return {p["status"]["podIP"]: p["spec"]["nodeName"] for p in ok} if len(ok) == 3 == len(pods) else None
-
-        return await cache.wait_for(ready, 60)
-    finally:
-        await cache.stop()
 
 
 async def round_(
@@ -224,7 +208,7 @@ async def round_(
         nonlocal answered
         ip = rng.choice(sorted(watch.activators_of(name)))
         headers = {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": name}
-        ttfb, status, payload = await first_byte(http, f"http://{ip}:8012/", headers)
+        ttfb, status, payload = await time_to_first_byte(http, f"http://{ip}:8012/", headers)
         answered += 1
         progress.show(f"{app.name} app, {size} at once, {mode}", answered, size)
         return Sample(app.name, size, mode, name, ttfb, status, activators.get(ip, ip),
@@ -465,7 +449,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             if args.claim_at != "auto":
                 await _set_claim_at(kube, args.claim_at)
-            activators = await daemonset_activators(kube)
+            activators = {a.ip: node for node, a in (await daemonset_activators(kube)).items()}
             watch = Watch(kube, ns, await kube.endpointslice_resource())
             await watch.start()
             try:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from devcluster.activators import SYSTEM_NAMESPACE, Activator, metric_value
+from devcluster.activators import Activator, NodeActivator
+from devcluster.activators import daemonset_activators as _daemonset_activators
 from devcluster.activators import running_activator as _running_activator
-from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from tests.integration.kit import Cluster, is_ready, wait_for, watching
+from tests.integration.kit import Cluster
 
 __all__ = ["Activator", "NodeActivator", "daemonset_activators", "running_activator"]
 
@@ -26,28 +25,9 @@ async def running_activator(
         yield activator
 
 
-@dataclass(frozen=True)
-class NodeActivator:
-    """An activator of the DaemonSet (one per simulated node), as a client sees it."""
-
-    node: str
-    ip: str
-    pod: str
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.ip}:8012"
-
-    def headers(self, namespace: str, revision: str) -> dict[str, str]:
-        return {"Knative-Serving-Namespace": namespace, "Knative-Serving-Revision": revision}
-
-    async def metric(self, http: httpx.AsyncClient, name: str, **labels: str) -> float:
-        return metric_value((await http.get(f"http://{self.ip}:9090/metrics")).text, name, **labels)
-
-
 async def daemonset_activators(kube: KubeClient) -> dict[str, NodeActivator]:
     """The Ready activator of each node, by node name (waits until every scheduled one is Ready)."""
-    async with watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=activator") as pods:
-        ready = await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == len(c) and p)
-    return {p["spec"]["nodeName"]: NodeActivator(p["spec"]["nodeName"], p["status"]["podIP"], p["metadata"]["name"])
-            for p in ready}  # fmt: skip
+    try:
+        return await _daemonset_activators(kube, timeout=60)
+    except TimeoutError:
+        raise AssertionError("the DaemonSet's activators were not all Ready within 60s") from None
