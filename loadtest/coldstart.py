@@ -45,7 +45,6 @@ from localsched.kube.slices import endpoints_of
 from localsched.kube.watching import Event, WatchCache
 
 MODES = ("local", "standard")
-SCHEDULED_BY = "localsched.dev/scheduled-by"
 REVISION_LABEL = "serving.knative.dev/revision"
 SYSTEM_NAMESPACE = "localsched-system"
 
@@ -96,13 +95,16 @@ class Watch:
         self.replicasets.add_index("revision", lambda rs: [(rs["metadata"].get("labels") or {})[REVISION_LABEL]])
         self.slices = WatchCache(kube, slices, namespace=ns)
         self.created: dict[str, set[str]] = defaultdict(set)
+        self.terminating: set[str] = set()  # pods whose deletion has been seen
         self.max_replicas: dict[str, int] = defaultdict(int)
         self.pods.add_handler(self._on_pod)
         self.deployments.add_handler(self._on_deployment)
 
     def _on_pod(self, event: Event) -> None:
-        revision = (event.obj["metadata"].get("labels") or {}).get(REVISION_LABEL, "")
-        self.created[revision].add(event.obj["metadata"]["uid"])
+        meta = event.obj["metadata"]
+        self.created[(meta.get("labels") or {}).get(REVISION_LABEL, "")].add(meta["uid"])
+        if event.type == "DELETED" or meta.get("deletionTimestamp"):
+            self.terminating.add(meta["name"])
 
     def _on_deployment(self, event: Event) -> None:
         name = event.obj["metadata"]["name"].removesuffix("-deployment")
@@ -136,6 +138,9 @@ class Watch:
             owners = pods[0]["metadata"].get("ownerReferences") or []
             if not any(o.get("kind") == "ReplicaSet" and o.get("controller") for o in owners):
                 return False  # a stand-in not handed over yet: the ReplicaSet may still make a pod of its own
+            replicasets = self.replicasets.by_index("revision", name)
+            if not any(int(rs.get("status", {}).get("replicas") or 0) == 1 for rs in replicasets):
+                return False  # the ReplicaSet has not counted its pods since (a surplus pod may be on its way)
         return True
 
     def activators_of(self, revision: str) -> list[str]:
@@ -219,16 +224,17 @@ async def round_(
     cpu_used = cpu.used(cpu_before, cpu.snapshot())
     records = await journals(http, activators)
     for sample in samples:
-        [pod] = watch.pods_of(sample.revision)
-        sample.pods_created = len(watch.created[sample.revision])
-        sample.max_replicas = watch.max_replicas[sample.revision]
         sample.record = records.get(f"{ns}/{sample.revision}", {})
         sample.round_cpu = cpu_used
-        if mode == "local":
-            sample.kept_local = SCHEDULED_BY in (pod["metadata"].get("labels") or {})
+        if mode == "local":  # kept: the pod the activator wrote was never deleted before the scale-down below
+            local_pod = sample.record.get("pod", "")
+            sample.kept_local = bool(local_pod) and local_pod not in watch.terminating
     await asyncio.gather(*(kube.patch(r.DEPLOYMENTS, f"{n}-deployment", {"spec": {"replicas": 0}}, ns)
                            for n in names))  # fmt: skip
     await watch.pods.wait_for(lambda _: not any(watch.pods_of(n) for n in names), 120)
+    for sample in samples:  # counted once every pod is gone: a late surplus pod is counted too
+        sample.pods_created = len(watch.created[sample.revision])
+        sample.max_replicas = watch.max_replicas[sample.revision]
     await asyncio.gather(*(kube.delete(r.REVISIONS, n, ns) for n in names))
     progress.step()
     return samples
