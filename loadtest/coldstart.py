@@ -138,10 +138,12 @@ class Watch:
             owners = pods[0]["metadata"].get("ownerReferences") or []
             if not any(o.get("kind") == "ReplicaSet" and o.get("controller") for o in owners):
                 return False  # a stand-in not handed over yet: the ReplicaSet may still make a pod of its own
-            replicasets = self.replicasets.by_index("revision", name)
-            if not any(int(rs.get("status", {}).get("replicas") or 0) == 1 for rs in replicasets):
-                return False  # the ReplicaSet has not counted its pods since (a surplus pod may be on its way)
         return True
+
+    def counted(self, names: list[str]) -> bool:
+        """Each revision's ReplicaSet has counted exactly one pod since (else a surplus pod may be on its way)."""
+        return all(any(int(rs.get("status", {}).get("replicas") or 0) == 1
+                       for rs in self.replicasets.by_index("revision", name)) for name in names)  # fmt: skip
 
     def activators_of(self, revision: str) -> list[str]:
         slice_obj = self.slices.get(f"{revision}-activationendpoints", self.pods.namespace or "")
@@ -153,11 +155,15 @@ def changed_since(version: str, cache: WatchCache) -> bool:
 
 
 async def settle(kube: KubeClient, ns: str, watch: Watch, names: list[str], timeout: float = 120) -> None:
-    """Until the revisions are settled (one pod each, its ReplicaSet's) as the watch sees it and as a fresh list
-    from the API server confirms: a pod the ReplicaSet made just before the adoption may not be in the watch yet."""
+    """Until the revisions are settled (one pod each, its ReplicaSet's) as the watch sees it, their ReplicaSets have
+    counted one pod each, and a fresh list from the API server confirms it: a pod a ReplicaSet made just before an
+    adoption may not be in the watch yet."""
     async with asyncio.timeout(timeout):
         while True:
             await watch.pods.wait_for(lambda _: watch.settled(names), timeout)
+            await watch.replicasets.wait_for(lambda _: watch.counted(names), timeout)
+            if not watch.settled(names):
+                continue
             listed = await kube.list(r.PODS, ns, label_selector=REVISION_LABEL)
             counts = Counter((p["metadata"].get("labels") or {}).get(REVISION_LABEL) for p in listed["items"])
             if all(counts[n] == 1 for n in names):
