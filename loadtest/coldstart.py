@@ -63,6 +63,8 @@ class Sample:
     kept_local: bool | None = None  # local mode: the pod that stayed is the one the activator scheduled
     pods_created: int = 0
     max_replicas: int = 0
+    pod_exists: float | None = None  # seconds from the request to the revision's first pod object
+    ip_reported: float | None = None  # ... to the first kubelet status with a pod IP
     record: dict[str, Any] = field(default_factory=dict)  # the activator's journal entry
     round_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by component, the whole round
 
@@ -96,13 +98,20 @@ class Watch:
         self.slices = WatchCache(kube, slices, namespace=ns)
         self.created: dict[str, set[str]] = defaultdict(set)
         self.terminating: set[str] = set()  # pods whose deletion has been seen
+        self.first_pod_at: dict[str, float] = {}  # revision -> when its first pod was seen (perf_counter)
+        self.first_ip_at: dict[str, float] = {}  # revision -> when a pod of it was first seen with an IP
         self.max_replicas: dict[str, int] = defaultdict(int)
         self.pods.add_handler(self._on_pod)
         self.deployments.add_handler(self._on_deployment)
 
     def _on_pod(self, event: Event) -> None:
         meta = event.obj["metadata"]
-        self.created[(meta.get("labels") or {}).get(REVISION_LABEL, "")].add(meta["uid"])
+        revision = (meta.get("labels") or {}).get(REVISION_LABEL, "")
+        self.created[revision].add(meta["uid"])
+        now = time.perf_counter()
+        self.first_pod_at.setdefault(revision, now)
+        if event.obj.get("status", {}).get("podIP"):
+            self.first_ip_at.setdefault(revision, now)
         if event.type == "DELETED" or meta.get("deletionTimestamp"):
             self.terminating.add(meta["name"])
 
@@ -219,11 +228,17 @@ async def round_(
         nonlocal answered
         ip = rng.choice(sorted(watch.activators_of(name)))
         headers = {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": name}
+        sent = time.perf_counter()
         ttfb, status, payload = await time_to_first_byte(http, f"http://{ip}:8012/", headers)
         answered += 1
         progress.show(f"{app.name} app, {size} at once, {mode}", answered, size)
-        return Sample(app.name, size, mode, name, ttfb, status, activators.get(ip, ip),
-                      payload.get("pod", ""), payload.get("node", ""))  # fmt: skip
+        sample = Sample(app.name, size, mode, name, ttfb, status, activators.get(ip, ip),
+                        payload.get("pod", ""), payload.get("node", ""))  # fmt: skip
+        if name in watch.first_pod_at:
+            sample.pod_exists = round(watch.first_pod_at[name] - sent, 4)
+        if name in watch.first_ip_at:
+            sample.ip_reported = round(watch.first_ip_at[name] - sent, 4)
+        return sample
 
     samples = list(await asyncio.gather(*(one(n) for n in names)))
     await settle(kube, ns, watch, names)
@@ -302,6 +317,11 @@ def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
 
 
+def _median_ms(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present) * 1000, 1) if present else None
+
+
 def _median_cpu(group: list[Sample]) -> dict[str, float]:
     """Median CPU seconds per component over the rounds of a group (one entry per round)."""
     rounds = list({id(s.round_cpu): s.round_cpu for s in group}.values())
@@ -329,6 +349,14 @@ def summarize(samples: list[Sample], physical: dict[tuple[str, int], list[float]
                                                         r["critical_path"]["api_writes"]) for r in records}),
                 "waited_on": sorted({" -> ".join(r["critical_path"]["waits"]) for r in records}),
                 "cpu_seconds_per_round": _median_cpu(group),
+                # The parts local scheduling changes, measured by the client's own watch (low noise: no relist in
+                # them): the request until the revision's pod exists, and the pod IP's report until the first byte.
+                "request_to_pod_exists_ms": _median_ms([s.pod_exists for s in group]),
+                "ip_reported_to_first_byte_ms": _median_ms([s.ttfb - s.ip_reported for s in group
+                                                            if s.ip_reported is not None]),
+                "ttfb_mean_ms": round(statistics.mean(s.ttfb for s in group) * 1000, 1),
+                "ttfb_mean_standard_error_ms": round(statistics.stdev(s.ttfb for s in group) / len(group) ** 0.5
+                                                    * 1000, 1) if len(group) > 1 else None,
             }  # fmt: skip
             if mode == "local":
                 kept = [s.kept_local for s in group]
@@ -429,6 +457,26 @@ def markdown(result: dict[str, Any], command: str) -> str:
     ]
     lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in result["targets"]]
+    lines += [
+        "",
+        "The parts local scheduling changes, from the client's own watch (medians, ms), and the mean time to first",
+        "byte with its standard error:",
+        "",
+        "| app | at once | request to pod exists: local / standard | IP reported to first byte: local / standard "
+        "| mean: local / standard |",
+        "|---|---|---|---|---|",
+    ]
+    for key, e in result["summary"].items():
+        if "ratios" not in e:
+            continue
+        lo, st = e["local"], e["standard"]
+        app, size = key.split("/")
+        lines.append(
+            f"| {app} | {size} | {lo['request_to_pod_exists_ms']} / {st['request_to_pod_exists_ms']} "
+            f"| {lo['ip_reported_to_first_byte_ms']} / {st['ip_reported_to_first_byte_ms']} "
+            f"| {lo['ttfb_mean_ms']} ± {lo['ttfb_mean_standard_error_ms']} / {st['ttfb_mean_ms']} ± "
+            f"{st['ttfb_mean_standard_error_ms']} |"
+        )
     lines += ["", "Median step breakdown (ms, from the activators' journals), the sample app:", ""]
     for key, e in result["summary"].items():
         if not key.startswith("sample/"):
@@ -523,7 +571,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--apps", default="sample,lean", help="apps to cold-start: sample, lean")
     parser.add_argument("--sizes", default="1,20,60", help="revisions cold-started at once, per round")
-    parser.add_argument("--singles", type=int, default=10, help="rounds per mode of a single cold start")
+    parser.add_argument("--singles", type=int, default=20, help="rounds per mode of a single cold start")
     parser.add_argument("--bursts", type=int, default=2, help="rounds per mode of each burst size")
     parser.add_argument("--claim-at", choices=("auto", "create", "running"), default="auto",
                         help="the activators' claim ordering (auto: by server version)")  # fmt: skip
