@@ -46,11 +46,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def devcluster(cluster: Cluster) -> Path:
-    """The devcluster's state dir, for tests that kill or hang nodes; skipped on an external cluster."""
+def devcluster(cluster: Cluster) -> Iterator[Path]:
+    """The devcluster's state dir, for tests that kill or hang nodes; skipped on an external cluster.
+
+    A node the test left killed or hung (it failed before its own cleanup) is brought back afterwards, so one
+    failure does not take the rest of the session down with it."""
     if cluster.state_dir is None:
         pytest.skip("needs devcluster's node controls")
-    return cluster.state_dir
+    yield cluster.state_dir
+    for key, info in controlplane.State(cluster.state_dir).processes.items():
+        node = key.removeprefix("node/")
+        if key.startswith("node/") and info.get("status") == "hung":
+            controlplane.resume_node(node, cluster.state_dir)
+        elif key.startswith("node/") and info.get("status") == "killed":
+            controlplane.revive_node(node, cluster.state_dir)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
