@@ -47,8 +47,14 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.installed
 	touch $@
 
 bench: binaries $(VENV)/.bench
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; } \
-		|| echo "wrk is missing and cannot be installed (not root): the warm-path benchmark uses its slower generator"
+	@export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; missing=""; command -v wrk >/dev/null || missing="wrk"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing $$missing (Debian packages) for the warm-path benchmark"; \
+		{ apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; } >/dev/null; \
+	elif [ -n "$$missing" ]; then \
+		echo "$$missing missing and not root: the warm-path benchmark needs nginx (and uses a slower generator without wrk)"; \
+	fi
 	$(PY) -m loadtest coldstart --singles 6 --bursts 1
 	$(PY) -m loadtest kubelet --pods 60 --profile
 	$(PY) -m loadtest warm --rounds 2 --seconds 3

@@ -16,8 +16,10 @@ import platform
 import re
 import shutil
 import statistics
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,3 +183,53 @@ async def wrk_loop(url: str, headers: dict[str, str], *, concurrency: int, secon
     bad += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     return LatencySummary(total - bad, bad, round(seconds, 3), round(rps, 1), round(pct["50"] * 1000, 3),
                           round(pct["90"] * 1000, 3), round(pct["99"] * 1000, 3))  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (/proc/pid/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_wait_seconds(pid: int) -> float:
+    """How long the process has waited, runnable, for a CPU (/proc/pid/schedstat, second field, in ns)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size (VmHWM in /proc/pid/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[str, int]]]:
+    """py-spy samples of each process for ``seconds``; the top functions by samples (own time), per process."""
+    py_spy = shutil.which(
+        "py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    if py_spy is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy): run without --profile or install it")
+    procs = {
+        node: await asyncio.create_subprocess_exec(
+            py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
+            "--format", "raw", "--output", str(out / f"{node}.txt"), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        for node, pid in pids.items()
+    }  # fmt: skip
+    for proc in procs.values():
+        await proc.wait()
+    tops: dict[str, list[tuple[str, int]]] = {}
+    for node in pids:
+        own: Counter[str] = Counter()
+        path = out / f"{node}.txt"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            frame = stack.split(";")[-1]
+            if not frame.strip() or "select" in frame.split(" (")[0].lower():
+                continue  # waiting in the event loop, or a frame without a name: not work
+            own[frame.split(" (")[0] + " (" + frame.split("/")[-1] if "/" in frame else frame] += int(count)
+        tops[node] = own.most_common(12)
+    return tops

@@ -15,18 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
 import statistics
-import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from devcluster import controlplane
-from loadtest.harness import devcluster, namespace, write_results
+from loadtest.harness import cpu_seconds, devcluster, namespace, profile, write_results
 from loadtest.physical import APPS, App, addresses, spawn_at_once
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
@@ -48,12 +44,6 @@ def pod(name: str, node: str, app: App) -> Obj:
             }],
         },
     }  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its reaped children... of the process itself (/proc/pid/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,37 +89,6 @@ async def burst(kube: KubeClient, ns: str, app: App, count: int, nodes: list[str
     finally:
         await cache.stop()
     return {name: {k: t - created[name] for k, t in marks.items()} for name, marks in seen.items()}
-
-
-async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[str, int]]]:
-    """py-spy samples of each process for ``seconds``; the top functions by samples (own time), per process."""
-    py_spy = shutil.which(
-        "py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    )
-    if py_spy is None:
-        raise RuntimeError("py-spy is not installed (pip install py-spy): run without --profile or install it")
-    procs = {
-        node: await asyncio.create_subprocess_exec(
-            py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
-            "--format", "raw", "--output", str(out / f"{node}.txt"), "--nonblocking",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        for node, pid in pids.items()
-    }  # fmt: skip
-    for proc in procs.values():
-        await proc.wait()
-    tops: dict[str, list[tuple[str, int]]] = {}
-    for node in pids:
-        own: Counter[str] = Counter()
-        path = out / f"{node}.txt"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            stack, _, count = line.rpartition(" ")
-            frame = stack.split(";")[-1]
-            if not frame.strip() or "select" in frame.split(" (")[0].lower():
-                continue  # waiting in the event loop, or a frame without a name: not work
-            own[frame.split(" (")[0] + " (" + frame.split("/")[-1] if "/" in frame else frame] += int(count)
-        tops[node] = own.most_common(12)
-    return tops
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

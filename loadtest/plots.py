@@ -77,3 +77,23 @@ def coldstart(result: dict[str, Any], cdf_path: Path, steps_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(steps_path, dpi=110)
     plt.close(fig)
+
+
+def warm_path(summary: dict[str, Any], paths: tuple[str, ...], path: Path) -> None:
+    """Throughput at saturation and latency at a fixed rate, per path (straight, nginx, activator)."""
+    plt = _pyplot()
+    colors = {"direct": "#999999", "nginx": "#2ca02c", "activator": "#1f77b4"}
+    fig, (rps, latency) = plt.subplots(1, 2, figsize=(9, 3.4))
+    rps.bar(paths, [summary[p]["rps"] for p in paths], color=[colors[p] for p in paths])
+    rps.set_title("req/s at saturation")
+    width = 0.38
+    xs = range(len(paths))
+    latency.bar([x - width / 2 for x in xs], [summary[p]["at_rate_p50_ms"] for p in paths], width, label="p50",
+                color=[colors[p] for p in paths])  # fmt: skip
+    latency.bar([x + width / 2 for x in xs], [summary[p]["at_rate_p99_ms"] for p in paths], width, label="p99",
+                color=[colors[p] for p in paths], alpha=0.5)  # fmt: skip
+    latency.set_xticks(list(xs), paths)
+    latency.set_title("ms at a fixed rate (p50 solid, p99 light)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

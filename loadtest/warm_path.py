@@ -1,33 +1,57 @@
-"""Warm-path benchmark: requests/s and latency through the activator vs straight to the pod, in one run.
+"""Warm-path benchmark: the same pod reached straight, through nginx, and through the activator, in one run.
 
-The revision has one Ready pod; the activator is the DaemonSet's pod on the same node. Rounds alternate
-(direct, activator, direct, ...) so drift on a noisy machine hits both sides alike; the result is the ratio.
+    python -m loadtest warm [--rounds 3 --seconds 4 --concurrency 16 --rate 500 --profile]
 
-    python -m loadtest.warm_path [--rounds 3 --seconds 4 --concurrency 16]
+The revision has one Ready pod; the activator is the DaemonSet's pod on the same node; nginx (Debian's
+``nginx-light``, one worker process, keep-alive to the pod) is started by the benchmark as a plain reverse proxy
+on loopback. Rounds alternate between the three paths, so drift on a noisy machine hits them alike, and results
+are medians over rounds:
+
+- throughput at saturation: a closed loop of ``--concurrency`` connections (wrk when installed, else httpx);
+- latency at a fixed moderate rate (``--rate`` requests a second, open loop): what each proxy adds to the pod;
+- CPU seconds per 1,000 requests of the proxy process (activator, nginx) during the saturation rounds, and the
+  activator's peak RSS.
+
+Any failed request fails the run. With ``--profile`` py-spy samples the activator under saturation and the top
+functions (own time) are reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from devcluster.samples import sample_revision
 from loadtest.harness import (
+    RESULTS,
     LatencySummary,
     closed_loop,
+    cpu_seconds,
     devcluster,
     have_wrk,
+    machine,
     median,
     namespace,
+    peak_rss_bytes,
+    profile,
+    run_queue_wait_seconds,
     write_results,
     wrk_loop,
 )
+from loadtest.nginx import reverse_proxy
+from loadtest.openloop import fixed_rate
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import WatchCache
+
+PATHS = ("direct", "nginx", "activator")
+NGINX_HOST = "127.0.0.1"
 
 
 async def ready_pod(kube: KubeClient, ns: str, selector: str, node: str | None = None) -> Obj:
@@ -45,7 +69,36 @@ async def ready_pod(kube: KubeClient, ns: str, selector: str, node: str | None =
         await cache.stop()
 
 
+def container_pid(pod: Obj) -> int:
+    """The devcluster's container ID is the process's pid (``process://PID``)."""
+    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("process://"))
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def saturate(url: str, headers: dict[str, str], args: argparse.Namespace) -> LatencySummary:
+    if args.generator == "wrk":
+        return await wrk_loop(url, headers, concurrency=args.concurrency, seconds=args.seconds)
+
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(url, headers=headers)
+
+    return await closed_loop(send, concurrency=args.concurrency, seconds=args.seconds, max_requests=args.max_requests)
+
+
+def _fail_on_errors(what: str, summary: LatencySummary) -> LatencySummary:
+    if summary.errors:
+        raise SystemExit(f"warm path: {summary.errors} of {summary.requests + summary.errors} requests {what} "
+                         "failed; no figures from that")  # fmt: skip
+    return summary
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    args.generator = "wrk" if args.generator == "wrk" or (args.generator == "auto" and have_wrk()) else "httpx"
     with devcluster(keep=args.keep) as spec:
         async with await KubeClient.from_environment(str(spec.kubeconfig)) as kube, namespace(kube, "bench") as ns:
             await kube.create(r.REVISIONS, sample_revision("warm-00001", ns), ns)
@@ -57,72 +110,158 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pod = await ready_pod(kube, ns, "serving.knative.dev/revision=warm-00001")
             node = pod["spec"]["nodeName"]
             activator = await ready_pod(kube, "localsched-system", "app.kubernetes.io/name=activator", node)
-            pod_url = f"http://{pod['status']['podIP']}:8080/"
-            activator_url = f"http://{activator['status']['podIP']}:8012/"
-            headers = {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": "warm-00001"}
+            activator_pid = container_pid(activator)
+            pod_address = f"{pod['status']['podIP']}:8080"
+            nginx_address = f"{NGINX_HOST}:{free_port(NGINX_HOST)}"
+            async with reverse_proxy(pod_address, nginx_address) as nginx_pid:
+                return await measure(args, {
+                    "direct": (f"http://{pod_address}/", {}),
+                    "nginx": (f"http://{nginx_address}/", {}),
+                    "activator": (f"http://{activator['status']['podIP']}:8012/",
+                                  {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": "warm-00001"}),
+                }, {"activator": activator_pid, "nginx": nginx_pid})  # fmt: skip
 
-            async def direct(client: httpx.AsyncClient) -> httpx.Response:
-                return await client.get(pod_url)
 
-            async def through(client: httpx.AsyncClient) -> httpx.Response:
-                return await client.get(activator_url, headers=headers)
-
-            load = {"concurrency": args.concurrency, "seconds": args.seconds, "max_requests": args.max_requests}
-            for send in (direct, through):  # warm-up: connections, caches, the pod's threads
-                await closed_loop(send, concurrency=args.concurrency, seconds=1.0, max_requests=500)
-            rounds: dict[str, list[LatencySummary]] = {"direct": [], "activator": []}
-            use_wrk = args.generator == "wrk" or (args.generator == "auto" and have_wrk())
-            args.generator = "wrk" if use_wrk else "httpx"
-            for _ in range(args.rounds):
-                if use_wrk:
-                    wrk = {"concurrency": args.concurrency, "seconds": args.seconds}
-                    rounds["direct"].append(await wrk_loop(pod_url, {}, **wrk))
-                    rounds["activator"].append(await wrk_loop(activator_url, headers, **wrk))
-                else:
-                    rounds["direct"].append(await closed_loop(direct, **load))
-                    rounds["activator"].append(await closed_loop(through, **load))
-    summary: dict[str, dict[str, float]] = {
-        side: {key: median([getattr(s, key) for s in runs]) for key in ("rps", "p50_ms", "p90_ms", "p99_ms")}
-        for side, runs in rounds.items()
+async def measure(
+    args: argparse.Namespace, targets: dict[str, tuple[str, dict[str, str]]], pids: dict[str, int]
+) -> dict[str, Any]:
+    for path in PATHS:  # warm-up: connections, caches, the pod's threads
+        url, headers = targets[path]
+        await fixed_rate(url, headers, rate=200, seconds=1)
+    saturation: dict[str, list[LatencySummary]] = {path: [] for path in PATHS}
+    at_rate: dict[str, list[LatencySummary]] = {path: [] for path in PATHS}
+    cpu_ms_per_1000: dict[str, list[float]] = {path: [] for path in pids}
+    # Per proxy process during the fixed-rate rounds: CPU (cores) and time spent runnable but not running (ms/s).
+    at_rate_load: dict[str, list[tuple[float, float]]] = {path: [] for path in pids}
+    for _ in range(args.rounds):
+        for path in PATHS:
+            url, headers = targets[path]
+            before = cpu_seconds(pids[path]) if path in pids else 0.0
+            summary = _fail_on_errors(f"to {path} at saturation", await saturate(url, headers, args))
+            saturation[path].append(summary)
+            if path in pids:
+                used = cpu_seconds(pids[path]) - before
+                cpu_ms_per_1000[path].append(round(used / summary.requests * 1e6, 1))
+        for path in PATHS:
+            url, headers = targets[path]
+            ran = (cpu_seconds(pids[path]), run_queue_wait_seconds(pids[path])) if path in pids else (0.0, 0.0)
+            summary = await fixed_rate(url, headers, rate=args.rate, seconds=args.rate_seconds)
+            at_rate[path].append(summary)
+            if path in pids:
+                used, waited = cpu_seconds(pids[path]) - ran[0], run_queue_wait_seconds(pids[path]) - ran[1]
+                at_rate_load[path].append((round(used / summary.seconds, 3), round(waited / summary.seconds * 1000, 1)))
+    tops: list[tuple[str, int]] = []
+    if args.profile:
+        url, headers = targets["activator"]
+        out = Path(tempfile.mkdtemp(prefix="localsched-warm-profile-"))
+        profiling = asyncio.create_task(profile({"activator": pids["activator"]}, args.seconds, out))
+        _fail_on_errors("to the activator while profiled", await saturate(url, headers, args))
+        tops = (await profiling)["activator"]
+    return {
+        "settings": vars(args),
+        "summary": summarize(saturation, at_rate, cpu_ms_per_1000, at_rate_load, peak_rss_bytes(pids["activator"])),
+        "saturation": saturation,
+        "at_rate": at_rate,
+        "profile_top_own_samples": tops,
     }
-    summary["ratio_activator_over_direct"] = {
-        key: round(summary["activator"][key] / summary["direct"][key], 3) for key in ("rps", "p50_ms", "p99_ms")
-    }
-    errors = sum(s.errors for runs in rounds.values() for s in runs)
-    if errors:
-        per_round = {side: [s.errors for s in runs] for side, runs in rounds.items()}
-        raise SystemExit(f"warm path: {errors} requests failed (per round: {per_round}); no figures from that")
-    return {"settings": vars(args), "summary": summary, "rounds": rounds, "errors": errors}
+
+
+def summarize(
+    saturation: dict[str, list[LatencySummary]],
+    at_rate: dict[str, list[LatencySummary]],
+    cpu_ms_per_1000: dict[str, list[float]],
+    at_rate_load: dict[str, list[tuple[float, float]]],
+    activator_peak_rss: int,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for path in PATHS:
+        summary[path] = {
+            "rps": median([s.rps for s in saturation[path]]),
+            "saturation_p50_ms": median([s.p50_ms for s in saturation[path]]),
+            "saturation_p99_ms": median([s.p99_ms for s in saturation[path]]),
+            "at_rate_p50_ms": median([s.p50_ms for s in at_rate[path]]),
+            "at_rate_p99_ms": median([s.p99_ms for s in at_rate[path]]),
+        }
+        if path in cpu_ms_per_1000:
+            summary[path]["cpu_seconds_per_1000"] = round(median(cpu_ms_per_1000[path]) / 1000, 3)
+            summary[path]["at_rate_cpu_cores"] = median([cores for cores, _ in at_rate_load[path]])
+            summary[path]["at_rate_run_queue_wait_ms_per_s"] = median([wait for _, wait in at_rate_load[path]])
+    for proxy in ("nginx", "activator"):
+        summary[proxy]["added_p50_ms"] = round(
+            summary[proxy]["at_rate_p50_ms"] - summary["direct"]["at_rate_p50_ms"], 3
+        )
+        summary[proxy]["added_p99_ms"] = round(
+            summary[proxy]["at_rate_p99_ms"] - summary["direct"]["at_rate_p99_ms"], 3
+        )
+    summary["activator"]["peak_rss_mib"] = round(activator_peak_rss / 2**20, 1)
+    summary["ratio_activator_over_nginx"] = {"rps": round(summary["activator"]["rps"] / summary["nginx"]["rps"], 3)}
+    summary["ratio_activator_over_direct"] = {"rps": round(summary["activator"]["rps"] / summary["direct"]["rps"], 3)}
+    return summary
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    s, settings = result["summary"], result["settings"]
+    rows = []
+    for path, label in (
+        ("direct", "straight to the pod"),
+        ("nginx", "through nginx"),
+        ("activator", "through the activator"),
+    ):
+        p = s[path]
+        added = f"{p['added_p50_ms']:+.2f} / {p['added_p99_ms']:+.2f}" if "added_p50_ms" in p else ""
+        cpu = f"{p['cpu_seconds_per_1000']:.3f}" if "cpu_seconds_per_1000" in p else ""
+        load = (f"{p['at_rate_cpu_cores']:.2f} / {p['at_rate_run_queue_wait_ms_per_s']:.0f}"
+                if "at_rate_cpu_cores" in p else "")  # fmt: skip
+        rows.append(f"| {label} | {p['rps']:.0f} | {p['at_rate_p50_ms']:.2f} / {p['at_rate_p99_ms']:.2f} | {added} "
+                    f"| {cpu} | {load} |")  # fmt: skip
+    tops = "".join(f"\n- {n} x {f}" for f, n in result["profile_top_own_samples"][:12])
+    profile_md = f"\n\nThe activator under saturation, py-spy, top functions by own samples:\n{tops}\n" if tops else ""
+    table = "\n".join(rows)
+    return f"""# Warm path: straight to the pod, through nginx, through the activator
+
+`{command}`: {result["machine"]}, {result["when"]}. One run, the three paths alternating; medians over
+{settings["rounds"]} rounds. Saturation: {settings["concurrency"]} connections for {settings["seconds"]} s
+({settings["generator"]}). Latency: an open loop at {settings["rate"]:g} req/s for {settings["rate_seconds"]} s, from
+each request's due time. CPU: the proxy process's own, per 1,000 requests at saturation; at the fixed rate, the
+cores it used and how long it waited, runnable, for a CPU (`/proc/PID/schedstat`). No request failed.
+
+| path | req/s at saturation | ms p50 / p99 at {settings["rate"]:g} req/s | added ms p50 / p99 | CPU s per 1,000 | at {settings["rate"]:g} req/s: cores / ms waiting for a CPU per s |
+|---|---|---|---|---|---|
+{table}
+
+Activator over nginx, throughput: **{s["ratio_activator_over_nginx"]["rps"]}**; activator over direct:
+{s["ratio_activator_over_direct"]["rps"]}. Activator peak RSS: {s["activator"]["peak_rss_mib"]} MiB.
+
+The load generator, the pod, both proxies and the control plane share the machine's cores, so absolute figures
+are this machine's; the ratios are the claim.{profile_md}
+"""  # noqa: E501
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    from loadtest.plots import warm_path  # noqa: PLC0415 - matplotlib only when plotting
+
+    warm_path(result["summary"], PATHS, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="each saturation round")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--max-requests", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="requests a second for the latency rounds")
+    parser.add_argument("--rate-seconds", type=float, default=4.0, help="each fixed-rate round")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per round of the httpx generator")
     parser.add_argument("--generator", choices=("auto", "wrk", "httpx"), default="auto",
-                        help="load generator: wrk (Debian package) when installed, else httpx")  # fmt: skip
+                        help="saturation load generator: wrk (Debian package) when installed, else httpx")  # fmt: skip
+    parser.add_argument("--profile", action="store_true", help="sample the activator with py-spy under saturation")
     parser.add_argument("--keep", action="store_true", help="leave the bench devcluster up")
     args = parser.parse_args()
+    command = (f"python -m loadtest warm --rounds {args.rounds} --seconds {args.seconds} --concurrency "
+               f"{args.concurrency} --rate {args.rate:g}" + " --profile" * args.profile)  # fmt: skip
     result = asyncio.run(run(args))
-    s = result["summary"]
-    md = f"""# Warm path: through the activator vs straight to the pod
-
-`python -m loadtest.warm_path --rounds {args.rounds} --seconds {args.seconds} --concurrency {args.concurrency}`
-(one run, rounds alternating; medians over rounds; load generator: {args.generator}; errors: {result["errors"]}).
-
-| path | req/s | p50 ms | p90 ms | p99 ms |
-|---|---|---|---|---|
-| direct to pod | {s["direct"]["rps"]:.0f} | {s["direct"]["p50_ms"]:.2f} | {s["direct"]["p90_ms"]:.2f} | {s["direct"]["p99_ms"]:.2f} |
-| through activator | {s["activator"]["rps"]:.0f} | {s["activator"]["p50_ms"]:.2f} | {s["activator"]["p90_ms"]:.2f} | {s["activator"]["p99_ms"]:.2f} |
-| ratio activator/direct | {s["ratio_activator_over_direct"]["rps"]} | {s["ratio_activator_over_direct"]["p50_ms"]} | | {s["ratio_activator_over_direct"]["p99_ms"]} |
-
-The load generator shares the machine's 2 cores with the pod, the activator and the control plane, so absolute
-figures are this machine's; the ratio is the claim.
-"""  # noqa: E501
-    json_path, _ = write_results("warm_path", result, md)
-    print(md)
+    json_path, md_path = write_results("warm_path", result, markdown({**machine(), **result}, command))
+    plot(result, RESULTS / "warm_path.png")
+    print(md_path.read_text())
     print(f"results: {json_path}")
 
 
