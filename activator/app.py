@@ -11,6 +11,7 @@ any shutdown hook runs, so it cannot drain.)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import signal
@@ -23,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from activator.coldstart import ColdStarts
 from activator.forwarding import Forwarder, new_session
 from activator.journal import Journal
-from activator.metrics import Metrics, ThrottlerCollector
+from activator.metrics import GcPauses, Metrics, ThrottlerCollector
 from activator.proxying import Proxy
 from activator.recovering import STANDALONE, Recovery
 from activator.scaling import ColdStartPath, StandardPath
@@ -86,6 +87,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
                             activator_namespace=identity.pod_namespace, metrics=metrics)  # fmt: skip
         closing.append(recovery.close)
+        gc_pauses = GcPauses(metrics.gc_pauses)
+        closing.append(gc_pauses.close)
         journal = Journal()
         cold_starts = ColdStarts(tracker, path, demand=demand, journal=journal, metrics=metrics,
                                  timeout=settings.throttling.activation_timeout_seconds)  # fmt: skip
@@ -196,6 +199,11 @@ async def serve(settings: Settings) -> None:
     await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
     log.info("activator on node %s listening on %s:%d (admin :%d)", settings.identity.node_name,
              server.bind_address, server.port, server.admin_port)  # fmt: skip
+    # Everything loaded so far (modules, classes, settings, the clients) lives as long as the process: moved out
+    # of the collector's reach, a full collection scans only what came later. Without this, each one stalled
+    # every request in the house for some 70 ms (activator_gc_pause_seconds{generation="2"}).
+    gc.collect()
+    gc.freeze()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

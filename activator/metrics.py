@@ -5,6 +5,8 @@ Labels stay bounded: namespace, revision, code class, reason, path. Never pod na
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from prometheus_client.registry import Collector
 from activator.throttling import Throttler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Metrics:
     endpoints: Gauge
     local_skips: Counter
     local_pods: Counter
+    gc_pauses: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -57,7 +61,29 @@ class Metrics:
                                ["outcome"], registry=registry),
             endpoints=Gauge("activator_ready_endpoints", "Ready endpoints known for the revision.", rev,
                             registry=registry),
+            gc_pauses=Histogram("activator_gc_pause_seconds",
+                                "Python garbage collections, by generation: every request waits while one runs.",
+                                ["generation"], buckets=PAUSE_BUCKETS, registry=registry),
         )  # fmt: skip
+
+
+class GcPauses:
+    """Times every garbage collection into ``histogram`` (a ``gc.callbacks`` entry, removed by ``close``)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.children = [histogram.labels(str(generation)) for generation in range(3)]
+        self.started = 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.children[info["generation"]].observe(time.perf_counter() - self.started)
+
+    async def close(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 class ThrottlerCollector(Collector):
