@@ -93,8 +93,13 @@ class Forwarder:
         if on_headers is not None:
             on_headers()
         async with upstream:  # releases the connection
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                          headers=response_headers(upstream.headers))  # fmt: skip
+            headers = response_headers(upstream.headers)
+            if _complete(request, upstream):
+                # The pod's whole answer arrived with its headers: pass it on in one write, as nothing is left to
+                # stream (a streamed response costs a write for the headers, each chunk and the end).
+                return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
+                                    body=upstream.content.read_nowait())  # fmt: skip
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
@@ -105,3 +110,13 @@ class Forwarder:
                 raise UpstreamFailed(f"{endpoint.url} failed mid-response: {exc!r}") from exc
             await response.write_eof()
             return response
+
+
+def _complete(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """Whether the upstream's body (framed by Content-Length) is already all in, with nothing waiting for it."""
+    return (
+        request.method != "HEAD"
+        and upstream.content_length is not None
+        and upstream.content.is_eof()
+        and upstream.content.exception() is None
+    )

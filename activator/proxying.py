@@ -8,6 +8,7 @@ upstream error 502, request timeout 504.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 from tenacity import RetryCallState
 
 from activator.forwarding import Forwarder, UpstreamFailed
@@ -58,6 +60,10 @@ class Proxy:
         self.policy = RetryPolicy(
             max_attempts=settings.forwarding.max_attempts, suspect_seconds=settings.forwarding.suspect_seconds
         )
+        self._requests: dict[tuple[str, str, str], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        # After a first attempt that never reached a pod: the attempts left.
+        self.retries = dataclasses.replace(self.policy, max_attempts=max(1, self.policy.max_attempts - 1))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if is_probe(request.headers):
@@ -90,8 +96,19 @@ class Proxy:
             status = exc.status
             raise
         finally:
-            self.metrics.requests.labels(*labels, code_class(status)).inc()
-            self.metrics.request_duration.labels(*labels).observe(time.monotonic() - started)
+            self._count(labels, status, time.monotonic() - started)
+
+    def _count(self, labels: tuple[str, str], status: int, seconds: float) -> None:
+        """Count an answered request; the metrics' children are looked up once per revision and code class."""
+        key = (*labels, code_class(status))
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = self.metrics.requests.labels(*key)
+        requests.inc()
+        duration = self._durations.get(labels)
+        if duration is None:
+            duration = self._durations[labels] = self.metrics.request_duration.labels(*labels)
+        duration.observe(seconds)
 
     async def _proxy(self, request: web.Request, key: str, timeout: float) -> web.StreamResponse:
         namespace, _, name = key.partition("/")
@@ -106,24 +123,35 @@ class Proxy:
             reason = retry_reason(exc) if exc else None
             self.metrics.forward_retries.labels(str(reason)).inc()
 
-        response: web.StreamResponse | None = None
         first_byte = functools.partial(self.journal.first_byte, key)
+
+        async def attempt() -> web.StreamResponse:
+            wait = min(throttling.activation_timeout_seconds, max(0.0, deadline - loop.time()))
+            # Another endpoint when there is one; else the same one, once it is no longer suspect.
+            others = bool(set(throttler.endpoints) - tried)
+            async with throttler.acquire(wait, exclude=frozenset(tried) if others else frozenset()) as endpoint:
+                tried.add(endpoint)
+                try:
+                    return await self.forwarder.forward(
+                        request, endpoint, timeout=deadline - loop.time(), on_headers=first_byte
+                    )
+                except aiohttp.ClientError as exc:
+                    if retry_reason(exc) is not None:
+                        throttler.mark_suspect(endpoint, self.policy.suspect_seconds)
+                    raise
+
+        response: web.StreamResponse | None = None
         try:
-            async for attempt in retrying(self.policy, before_retry=count_retry):
-                with attempt:
-                    wait = min(throttling.activation_timeout_seconds, max(0.0, deadline - loop.time()))
-                    # Another endpoint when there is one; else the same one, once it is no longer suspect.
-                    others = bool(set(throttler.endpoints) - tried)
-                    async with throttler.acquire(wait, exclude=frozenset(tried) if others else frozenset()) as endpoint:
-                        tried.add(endpoint)
-                        try:
-                            response = await self.forwarder.forward(
-                                request, endpoint, timeout=deadline - loop.time(), on_headers=first_byte
-                            )
-                        except aiohttp.ClientError as exc:
-                            if retry_reason(exc) is not None:
-                                throttler.mark_suspect(endpoint, self.policy.suspect_seconds)
-                            raise
+            try:
+                response = await attempt()  # nearly every request: one attempt, no retry machinery on its way
+            except aiohttp.ClientError as exc:
+                first_failure = retry_reason(exc)
+                if first_failure is None or self.policy.max_attempts < 2:
+                    raise
+                self.metrics.forward_retries.labels(str(first_failure)).inc()
+                async for retry in retrying(self.retries, before_retry=count_retry):
+                    with retry:
+                        response = await attempt()
         except QueueFull as exc:
             return self._refuse(namespace, name, Refusal(503, "queue_full", (
                 f"revision {key} has {throttling.queue_limit} requests queued already ({exc}); retry later"),

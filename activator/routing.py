@@ -8,7 +8,7 @@ Everything here is pure: no I/O, no app state, so the aiohttp handlers stay thin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDict, MultiMapping
@@ -63,6 +63,8 @@ _REQUEST_ONLY_HEADERS: frozenset[str] = frozenset(h.lower() for h in (NAMESPACE_
 # aiohttp's StreamResponse frames the body itself (Content-Length when the handler sets it, chunked otherwise);
 # copying the upstream's framing headers would contradict the framing aiohttp actually writes.
 _FRAMING_HEADERS: frozenset[str] = frozenset(("content-length", "transfer-encoding"))
+_NOT_FORWARDED = HOP_BY_HOP_HEADERS | _REQUEST_ONLY_HEADERS
+_NOT_RETURNED = HOP_BY_HOP_HEADERS | _FRAMING_HEADERS
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS1123_SUBDOMAIN_MAX = 253
@@ -170,9 +172,13 @@ def _connection_tokens(headers: MultiMapping[str]) -> set[str]:
     return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
 
 
-def _copy_without(headers: MultiMapping[str], drop: Iterable[str]) -> CIMultiDict[str]:
-    dropped = {name.lower() for name in drop}
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in dropped)
+def _copy_without(headers: MultiMapping[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` without those named in ``drop`` (lowercase names), and without any the incoming
+    ``Connection`` headers name (hop-by-hop too). On every request: kept lean."""
+    named = _connection_tokens(headers) if "Connection" in headers else None
+    if named:
+        drop = drop | named
+    return CIMultiDict([(name, value) for name, value in headers.items() if name.lower() not in drop])
 
 
 def forward_headers(incoming: MultiMapping[str], *, client_ip: str | None) -> CIMultiDict[str]:
@@ -186,8 +192,7 @@ def forward_headers(incoming: MultiMapping[str], *, client_ip: str | None) -> CI
 
     ``TE`` and ``Upgrade`` are dropped too: the forwarder speaks plain HTTP/1.1 and does not tunnel upgrades.
     """
-    drop = HOP_BY_HOP_HEADERS | _REQUEST_ONLY_HEADERS | _connection_tokens(incoming)
-    out = _copy_without(incoming, drop)
+    out = _copy_without(incoming, _NOT_FORWARDED)
     host = incoming.get("Host")
     if host and ORIGINAL_HOST_HEADER not in out:
         out[ORIGINAL_HOST_HEADER] = host
@@ -207,4 +212,4 @@ def response_headers(upstream: MultiMapping[str]) -> CIMultiDict[str]:
     chunk). Repeated headers such as ``Set-Cookie`` stay repeated. The forwarder must read the upstream body
     with ``auto_decompress=False`` so that ``Content-Encoding`` stays true.
     """
-    return _copy_without(upstream, HOP_BY_HOP_HEADERS | _FRAMING_HEADERS | _connection_tokens(upstream))
+    return _copy_without(upstream, _NOT_RETURNED)
