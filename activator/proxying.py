@@ -22,7 +22,7 @@ from tenacity import RetryCallState
 from activator.forwarding import Forwarder, UpstreamFailed
 from activator.journal import Journal
 from activator.metrics import Metrics
-from activator.retrying import RetryPolicy, retry_reason, retrying
+from activator.retrying import NotDelivered, RetryPolicy, retry_reason, retrying
 from activator.routing import PROBE_VALUE, BadRevisionHeaders, identify, is_probe
 from activator.settings import Settings
 from activator.throttling import ActivationTimeout, Endpoint, QueueFull
@@ -42,6 +42,10 @@ class Refusal:
     def response(self) -> web.Response:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return web.Response(status=self.status, text=self.message + "\n", headers=headers)
+
+
+# What a forward raises when it failed without an answer; ``retry_reason`` tells which never reached the pod.
+UNREACHED = (aiohttp.ClientError, NotDelivered)
 
 
 def code_class(status: int) -> str:
@@ -81,8 +85,8 @@ class Proxy:
         except KnativeValueError as exc:
             return self._refuse(ref.namespace, ref.name, Refusal(500, "invalid_revision", (
                 f"revision {ref.key} has an invalid spec ({exc}); fix the revision")))  # fmt: skip
-        if revision is None:
-            return self._refuse(ref.namespace, ref.name, Refusal(404, "unknown_revision", (
+        if revision is None:  # counted without the names the client chose: no client mints metric series
+            return self._refuse("", "", Refusal(404, "unknown_revision", (
                 f"revision {ref.key} not found; check the namespace and revision names")))  # fmt: skip
 
         started = time.monotonic()
@@ -135,7 +139,7 @@ class Proxy:
                     return await self.forwarder.forward(
                         request, endpoint, timeout=deadline - loop.time(), on_headers=first_byte
                     )
-                except aiohttp.ClientError as exc:
+                except UNREACHED as exc:
                     if retry_reason(exc) is not None:
                         throttler.mark_suspect(endpoint, self.policy.suspect_seconds)
                     raise
@@ -144,7 +148,7 @@ class Proxy:
         try:
             try:
                 response = await attempt()  # nearly every request: one attempt, no retry machinery on its way
-            except aiohttp.ClientError as exc:
+            except UNREACHED as exc:
                 first_failure = retry_reason(exc)
                 if first_failure is None or self.policy.max_attempts < 2:
                     raise
@@ -168,7 +172,7 @@ class Proxy:
         except TimeoutError:
             return self._refuse(namespace, name, Refusal(504, "request_timeout", (
                 f"revision {key} did not answer within its timeout of {timeout:.0f}s")))  # fmt: skip
-        except aiohttp.ClientError as exc:
+        except UNREACHED as exc:
             reason = "connect_failed" if retry_reason(exc) else "upstream_error"
             detail = f"tried {len(tried)} endpoint(s)" if reason == "connect_failed" else type(exc).__name__
             return self._refuse(namespace, name, Refusal(502, reason, (
