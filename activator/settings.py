@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from localsched.settings import Reader, SettingsError, add
+from localsched.settings import LOG_LEVELS, Reader, SettingsError, add, add_version
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,14 @@ def parser() -> argparse.ArgumentParser:
         ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
         ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
         ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
-        ("--local-scheduling", "schedule cold starts onto this node (true/false)", True),
+        ("--local-scheduling", "schedule cold starts onto this node", True),
         ("--claim-at", "claim a local pod's replica at its creation (create), once it runs (running), or auto", "auto"),
         ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
         ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
         ("--log-level", "log level", "INFO"),
     ):
         add(p, flag, text, default)
+    add_version(p)
     return p
 
 
@@ -97,8 +98,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     if not node:
         raise SettingsError("--node-name / LOCALSCHED_NODE_NAME / NODE_NAME is required (downward API spec.nodeName)")
     level = text("--log-level", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise SettingsError(f"--log-level={level!r} is invalid: DEBUG, INFO, WARNING or ERROR")
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"--log-level={level!r} is invalid: one of {', '.join(LOG_LEVELS)}")
     claim_at = text("--claim-at", "auto")
     if claim_at not in ("auto", "create", "running"):
         raise SettingsError(f"--claim-at={claim_at!r} is invalid: auto, create or running")

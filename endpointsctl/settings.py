@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from endpointsctl.subsetting.framework import DEFAULT_FILTERS, DEFAULT_WEIGHTS, SubsettingConfig
-from localsched.settings import Reader, SettingsError, add, env_name
+from localsched.settings import LOG_LEVELS, Reader, SettingsError, add, add_version, env_name
 
 DEFAULT_NAMESPACE = "localsched-system"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
         ("--retry-period-seconds", "between acquire/renew attempts", LeaderElection.retry_period_seconds),
     ):
         add(p, flag, text, default)
+    add_version(p)
     return p
 
 

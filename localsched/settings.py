@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,9 +19,31 @@ def env_name(flag: str) -> str:
     return "LOCALSCHED_" + flag.lstrip("-").upper().replace("-", "_")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def add(parser: argparse.ArgumentParser, flag: str, help_text: str, default: Any) -> None:
-    """A flag whose default comes from ``LOCALSCHED_<FLAG>`` when set."""
-    parser.add_argument(flag, default=None, help=f"{help_text} (env {env_name(flag)}; default {default!r})")
+    """A flag whose default comes from ``LOCALSCHED_<FLAG>`` when set; a boolean is a switch with a ``--no-`` form
+    (its env var takes true or false), ``--log-level`` a choice."""
+    env = env_name(flag)
+    if isinstance(default, bool):
+        state = "on" if default else "off"
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                            help=f"{help_text} (env {env}=true|false; default {state})")  # fmt: skip
+    elif flag == "--log-level":
+        parser.add_argument(flag, type=str.upper, choices=LOG_LEVELS, default=None,
+                            help=f"{help_text} (env {env}; default {default})")  # fmt: skip
+    else:
+        parser.add_argument(flag, default=None, help=f"{help_text} (env {env}; default {default!r})")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the installed package's version."""
+    try:
+        version = importlib.metadata.version("localsched")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
 
 
 def value(

@@ -36,10 +36,36 @@ def test_the_environment_sets_what_no_flag_does() -> None:
         pytest.param([], {"LOCALSCHED_ACTIVATION_TIMEOUT_SECONDS": "-1"}, "ACTIVATION_TIMEOUT", id="negative-timeout"),
         pytest.param([], {"LOCALSCHED_LOCAL_SCHEDULING": "maybe"}, "LOCALSCHED_LOCAL_SCHEDULING", id="not-a-boolean"),
         pytest.param(["--max-attempts", "abc"], {}, "--max-attempts='abc'", id="not-a-number"),
-        pytest.param(["--log-level", "loud"], {}, "--log-level", id="unknown-log-level"),
+        pytest.param([], {"LOCALSCHED_LOG_LEVEL": "loud"}, "--log-level='LOUD'", id="unknown-log-level"),
     ],
 )
 def test_a_bad_setting_fails_fast_naming_the_key_and_value(argv: list[str], env: dict[str, str], named: str) -> None:
     env = {"NODE_NAME": "n", **env} if named != "NODE_NAME" else env
     with pytest.raises(SettingsError, match=named.replace("[", r"\[")):
         from_args(argv, env=env)
+
+
+def test_booleans_are_switches_with_a_no_form_and_flags_win_over_env() -> None:
+    env = {"NODE_NAME": "n", "LOCALSCHED_LOCAL_SCHEDULING": "true"}
+    assert from_args(["--no-local-scheduling"], env=env).local_scheduling is False
+    assert from_args(["--local-scheduling"], env={"NODE_NAME": "n"}).local_scheduling is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [(["--log-level", "loud"], "--log-level: invalid choice: 'LOUD'"),
+     (["--local-scheduling", "false"], "unrecognized arguments: false")],
+    ids=["log-level-not-a-choice", "switch-given-a-value"],
+)  # fmt: skip
+def test_a_bad_flag_is_refused_by_the_parser(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        from_args(argv, env={"NODE_NAME": "n"})
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_version_names_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        from_args(["--version"], env={})
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("activator 0.")
