@@ -19,6 +19,7 @@ at once, recomputing only the revisions that had endpoints there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -265,9 +266,12 @@ class Tracker:
         # Probe only for revisions with traffic here; the others' pods are checked if and when it comes.
         self.prober.update(key, candidates if throttler is not None else {})
         namespace, _, name = key.partition("/")
-        self.metrics.endpoints.labels(namespace, name).set(len(endpoints))
         if throttler is not None:
+            self.metrics.endpoints.labels(namespace, name).set(len(endpoints))
             throttler.update(endpoints)
+        else:  # a series only for the revisions this activator serves, not one per revision in the cluster
+            with contextlib.suppress(KeyError):
+                self.metrics.endpoints.remove(namespace, name)
         event = self._changed.pop(key, None)
         if event is not None:
             event.set()

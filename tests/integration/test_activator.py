@@ -98,6 +98,9 @@ async def test_unknown_revision_and_bad_headers_are_refused_with_a_reason(
         assert partial.status_code == 400
         probe = await http.get(f"{activator.url}/", headers={"K-Network-Probe": "activator"})
         assert (probe.status_code, probe.text) == (200, "activator")
+        # Counted, but under no label a client chose: clients cannot mint metric series.
+        assert await activator.metric(http, "activator_refusals_total", reason="unknown_revision", revision="") == 2
+        assert "nope-00001" not in await activator.metrics(http)
 
 
 async def test_twenty_megabyte_upload_streams_through_a_cold_start_byte_exact(
