@@ -17,7 +17,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from devcluster.daemons import daemon_env, running_daemon, service_account_token
+from devcluster.daemons import daemon_env, peak_rss_bytes, running_daemon, service_account_token
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import WatchCache
@@ -48,10 +48,7 @@ class Activator:
         return metric_value(await self.metrics(http), name, **labels)
 
     def peak_rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM in /proc status")
+        return peak_rss_bytes(self.process.pid)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,14 @@ async def service_account_token(kube: KubeClient, namespace: str, name: str) -> 
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident set size (VmHWM in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
 def tail(log: Path, chars: int = 3000) -> str:
     """The end of a daemon's log, for an error message."""
     return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"

@@ -196,14 +196,6 @@ def run_queue_wait_seconds(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """The process's peak resident set size (VmHWM in /proc/pid/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
 async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[str, int]]]:
     """py-spy samples of each process for ``seconds``; the top functions by samples (own time), per process."""
     py_spy = shutil.which(

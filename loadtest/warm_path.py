@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from devcluster.daemons import peak_rss_bytes
 from devcluster.samples import sample_revision
 from loadtest.harness import (
     RESULTS,
@@ -38,7 +39,6 @@ from loadtest.harness import (
     machine,
     median,
     namespace,
-    peak_rss_bytes,
     profile,
     run_queue_wait_seconds,
     write_results,
