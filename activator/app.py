@@ -35,6 +35,7 @@ from localsched.knative import REVISION_LABEL
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.watching import WatchCache
+from localsched.metrics import daemon_registry
 from localsched.tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # client_max_size only limits bodies read whole; the proxy streams, so uploads of any size pass through.
     app = web.Application(handler_args={"max_field_size": 16384})
     app[SETTINGS] = settings
-    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[REGISTRY] = registry if registry is not None else daemon_registry()
     app[METRICS] = Metrics.create(app[REGISTRY])
     app.cleanup_ctx.append(_runtime)
     app.router.add_route("*", "/{tail:.*}", _proxy_handler)

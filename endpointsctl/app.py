@@ -23,6 +23,7 @@ from endpointsctl.settings import Settings
 from endpointsctl.subsetting.framework import Algorithm, load_algorithm
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
+from localsched.metrics import daemon_registry
 from localsched.tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     """The admin app. Resolves the subsetting algorithm now, so that a bad one fails before anything starts."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[REGISTRY] = registry if registry is not None else daemon_registry()
     app[METRICS] = Metrics.create(app[REGISTRY])
     app[ALGORITHM] = load_algorithm(settings.subsetting.config)
     app[SUPERVISOR] = Supervisor()
