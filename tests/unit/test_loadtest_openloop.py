@@ -24,7 +24,7 @@ async def serve(answer: Answer, seen: list[bytes], delay: float = 0.0) -> asynci
                 head = await reader.readuntil(b"\r\n\r\n")
                 seen.append(head)
                 if delay:
-                    await asyncio.sleep(delay)  # the server's own slowness, not synchronisation
+                    await asyncio.sleep(delay)  # noqa: sleep-ok - a slow server under test, not synchronisation
                 writer.write(answer(head))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
