@@ -582,6 +582,7 @@ def main() -> None:
     parser.add_argument("--name", default="coldstart", help="results file name")
     parser.add_argument("--keep", action="store_true", help="leave the bench devcluster up")
     args = parser.parse_args()
+    plots.require()
     result = asyncio.run(run(args))
     command = "python -m loadtest coldstart " + " ".join(a for a in sys.argv[1:])
     md = markdown(result, command.strip())

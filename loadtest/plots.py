@@ -20,6 +20,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def require() -> None:
+    """Fail before a benchmark runs, not after, when its plots cannot be drawn."""
+    _pyplot()
+
+
 def coldstart(result: dict[str, Any], cdf_path: Path, steps_path: Path) -> None:
     """A CDF of time to first byte per app and burst size (physical, local, standard), and the step breakdown."""
     plt = _pyplot()

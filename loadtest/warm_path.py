@@ -29,6 +29,7 @@ import httpx
 
 from devcluster.daemons import peak_rss_bytes
 from devcluster.samples import sample_revision
+from loadtest import plots
 from loadtest.harness import (
     RESULTS,
     LatencySummary,
@@ -237,12 +238,6 @@ are this machine's; the ratios are the claim.{profile_md}
 """  # noqa: E501
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    from loadtest.plots import warm_path  # noqa: PLC0415 - matplotlib only when plotting
-
-    warm_path(result["summary"], PATHS, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -258,9 +253,10 @@ def main() -> None:
     args = parser.parse_args()
     command = (f"python -m loadtest warm --rounds {args.rounds} --seconds {args.seconds} --concurrency "
                f"{args.concurrency} --rate {args.rate:g}" + " --profile" * args.profile)  # fmt: skip
+    plots.require()
     result = asyncio.run(run(args))
     json_path, md_path = write_results("warm_path", result, markdown({**machine(), **result}, command))
-    plot(result, RESULTS / "warm_path.png")
+    plots.warm_path(result["summary"], PATHS, RESULTS / "warm_path.png")
     print(md_path.read_text())
     print(f"results: {json_path}")
 
