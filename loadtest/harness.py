@@ -20,12 +20,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from devcluster import controlplane
 from devcluster.applying import apply
@@ -88,40 +86,6 @@ class LatencySummary:
 
         return cls(len(latencies), errors, round(seconds, 3), round(len(latencies) / seconds, 1), pct(0.5),
                    pct(0.9), pct(0.99))  # fmt: skip
-
-
-async def closed_loop(
-    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-    *,
-    concurrency: int,
-    seconds: float,
-    max_requests: int,
-) -> LatencySummary:
-    """``concurrency`` workers sending back to back until ``seconds`` pass or ``max_requests`` are sent."""
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + seconds
-
-        async def worker() -> None:
-            nonlocal errors
-            while loop.time() < deadline and len(latencies) + errors < max_requests:
-                t0 = time.perf_counter()
-                try:
-                    response = await send(client)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return LatencySummary.of(latencies, errors, loop.time() - start)
 
 
 def median(values: list[float]) -> float:

@@ -7,7 +7,8 @@ The revision has one Ready pod; the activator is the DaemonSet's pod on the same
 on loopback. Rounds alternate between the three paths, so drift on a noisy machine hits them alike, and results
 are medians over rounds:
 
-- throughput at saturation: a closed loop of ``--concurrency`` connections (wrk when installed, else httpx);
+- throughput at saturation: a closed loop of ``--concurrency`` connections (wrk when installed, else the raw
+  asyncio loop of ``loadtest/rawload.py``);
 - latency at a fixed moderate rate (``--rate`` requests a second, open loop): what each proxy adds to the pod;
 - CPU seconds per 1,000 requests of the proxy process (activator, nginx) during the saturation rounds, and the
   activator's peak RSS.
@@ -25,15 +26,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from devcluster.daemons import peak_rss_bytes
 from devcluster.samples import sample_revision
 from loadtest import plots
 from loadtest.harness import (
     RESULTS,
     LatencySummary,
-    closed_loop,
     cpu_seconds,
     devcluster,
     have_wrk,
@@ -46,7 +44,7 @@ from loadtest.harness import (
     wrk_loop,
 )
 from loadtest.nginx import reverse_proxy
-from loadtest.openloop import fixed_rate
+from loadtest.rawload import back_to_back, fixed_rate
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import WatchCache
@@ -84,11 +82,8 @@ def free_port(host: str) -> int:
 async def saturate(url: str, headers: dict[str, str], args: argparse.Namespace) -> LatencySummary:
     if args.generator == "wrk":
         return await wrk_loop(url, headers, concurrency=args.concurrency, seconds=args.seconds)
-
-    async def send(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get(url, headers=headers)
-
-    return await closed_loop(send, concurrency=args.concurrency, seconds=args.seconds, max_requests=args.max_requests)
+    return await back_to_back(url, headers, concurrency=args.concurrency, seconds=args.seconds,
+                              max_requests=args.max_requests)  # fmt: skip
 
 
 def _fail_on_errors(what: str, summary: LatencySummary) -> LatencySummary:
@@ -99,7 +94,7 @@ def _fail_on_errors(what: str, summary: LatencySummary) -> LatencySummary:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    args.generator = "wrk" if args.generator == "wrk" or (args.generator == "auto" and have_wrk()) else "httpx"
+    args.generator = "wrk" if args.generator == "wrk" or (args.generator == "auto" and have_wrk()) else "python"
     with devcluster(keep=args.keep) as spec:
         async with await KubeClient.from_environment(str(spec.kubeconfig)) as kube, namespace(kube, "bench") as ns:
             await kube.create(r.REVISIONS, sample_revision("warm-00001", ns), ns)
@@ -245,9 +240,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=500.0, help="requests a second for the latency rounds")
     parser.add_argument("--rate-seconds", type=float, default=4.0, help="each fixed-rate round")
-    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per round of the httpx generator")
-    parser.add_argument("--generator", choices=("auto", "wrk", "httpx"), default="auto",
-                        help="saturation load generator: wrk (Debian package) when installed, else httpx")  # fmt: skip
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per round of the python generator")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                        help="saturation load generator: wrk if installed, else raw asyncio")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="sample the activator with py-spy under saturation")
     parser.add_argument("--keep", action="store_true", help="leave the bench devcluster up")
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""The fixed-rate generator: the count it promises, latency from the due time, and loud failure on bad answers."""
+"""The raw load generators: the count they promise, latency from the due time, loud failure on bad answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from loadtest.openloop import fixed_rate
+from loadtest.rawload import back_to_back, fixed_rate
 
 Answer = Callable[[bytes], bytes]
 Start = Callable[..., Awaitable[str]]  # a server answering with ``answer``; its URL
@@ -87,3 +87,18 @@ async def test_any_failed_request_fails_the_run(server_url: Start, answer: Answe
 async def test_a_refused_connection_fails_the_run() -> None:
     with pytest.raises(RuntimeError, match="ConnectionRefused"):
         await fixed_rate("http://127.0.0.1:9/", {}, rate=50, seconds=0.1, timeout=2)
+
+
+async def test_back_to_back_keeps_its_connections_busy_and_counts_every_answer(server_url: Start) -> None:
+    seen: list[bytes] = []
+    url = await server_url(seen=seen)
+    summary = await back_to_back(url, {"X-A": "1"}, concurrency=4, seconds=0.3, max_requests=200)
+    assert summary.requests == len(seen) == 200  # the cap, long before 0.3 s on loopback
+    assert summary.errors == 0
+    assert b"\r\nX-A: 1\r\n" in seen[0]
+
+
+async def test_back_to_back_fails_the_run_on_an_error_status(server_url: Start) -> None:
+    url = await server_url(lambda _: b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(RuntimeError, match="status 502"):
+        await back_to_back(url, {}, concurrency=2, seconds=0.1, max_requests=10)
