@@ -31,7 +31,7 @@ from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.slices import SERVICE_NAME_LABEL, endpoints_of, port_of
 from localsched.kube.watching import Event, WatchCache
-from localsched.predicates import node_is_ready
+from localsched.predicates import is_ready, node_is_ready
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ def is_stand_in(pod: Obj) -> bool:
     return SCHEDULED_BY_LABEL in (meta.get("labels") or {}) and not meta.get("ownerReferences")
 
 
-def pod_is_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
-
-
 def first_container_port(pod: Obj) -> int | None:
     for container in pod.get("spec", {}).get("containers") or []:
         for port in container.get("ports") or []:
@@ -79,7 +74,7 @@ def _pod_signature(pod: Obj | None) -> tuple[object, ...]:
     if pod is None:
         return ()
     meta = pod["metadata"]
-    return (pod.get("status", {}).get("podIP"), pod_is_ready(pod), bool(meta.get("deletionTimestamp")),
+    return (pod.get("status", {}).get("podIP"), is_ready(pod), bool(meta.get("deletionTimestamp")),
             is_stand_in(pod), pod.get("status", {}).get("phase"))  # fmt: skip
 
 
@@ -207,7 +202,7 @@ class Tracker:
                     continue
                 if is_stand_in(pod) and pod["metadata"]["name"] not in admitted:
                     continue  # its replica is not (yet) claimed: it must not serve
-                consider(Endpoint(ip, port, self.node_name), pod_is_ready(pod))
+                consider(Endpoint(ip, port, self.node_name), is_ready(pod))
         for endpoint in ready_in_api:
             candidates.pop(endpoint, None)
         return frozenset(found), candidates

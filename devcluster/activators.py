@@ -21,6 +21,7 @@ from devcluster.daemons import daemon_env, peak_rss_bytes, running_daemon, servi
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import WatchCache
+from localsched.predicates import is_ready
 
 SYSTEM_NAMESPACE = "localsched-system"
 
@@ -70,17 +71,12 @@ class NodeActivator:
         return metric_value((await http.get(f"http://{self.ip}:9090/metrics")).text, name, **labels)
 
 
-def _ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
-
-
 async def daemonset_activators(kube: KubeClient, timeout: float = 60) -> dict[str, NodeActivator]:
     """The Ready activator of each node, by node name, once every scheduled one is Ready (TimeoutError after
     ``timeout``)."""
 
     def all_ready(cache: WatchCache) -> list[Obj] | None:
-        ready = [p for p in cache if _ready(p)]
+        ready = [p for p in cache if is_ready(p)]
         return ready if ready and len(ready) == len(cache) else None
 
     pods = WatchCache(kube, r.PODS, namespace=SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=activator")

@@ -41,7 +41,7 @@ from localsched.kube import resources as r
 from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj, RateLimit
 from localsched.kube.errors import AlreadyExists, KubeError, NotFound
 from localsched.kube.watching import Event, WatchCache, key_of
-from localsched.predicates import Resources, pod_requests
+from localsched.predicates import Resources, is_ready, pod_requests
 from localsched.probes import http_status, is_success, tcp_open
 from localsched.quantity import cpu_millis, memory_bytes
 
@@ -161,18 +161,13 @@ def gates_open(pod: Obj) -> bool:
     return all(conditions.get(g["conditionType"]) == "True" for g in pod["spec"].get("readinessGates") or [])
 
 
-def ready_in(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
-
-
 def readiness_needs_reconcile(pod: Obj) -> bool:
     """The kubelet's NeedToReconcilePodReadiness: a pod with gates whose Ready condition the gates now change."""
     if not pod["spec"].get("readinessGates"):
         return False
     statuses = pod.get("status", {}).get("containerStatuses") or []
     containers_ready = bool(statuses) and all(s.get("ready") for s in statuses)
-    return (containers_ready and gates_open(pod)) != ready_in(pod)
+    return (containers_ready and gates_open(pod)) != is_ready(pod)
 
 
 class NodeSim:
@@ -296,7 +291,7 @@ class NodeSim:
             self._kick(key)
             return
         sent = self.status.last_sent(key)
-        if not rt.stopping and sent is not None and ready_in({"status": sent}) != ready_in(pod):
+        if not rt.stopping and sent is not None and is_ready({"status": sent}) != is_ready(pod):
             self.status.reconcile(key)  # the node controller marked it NotReady while we were away
 
     @staticmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 from endpointsctl.subsetting.framework import Activator
 from localsched.kube.slices import endpoints_of
-from localsched.predicates import node_is_ready
+from localsched.predicates import is_ready, node_is_ready
 
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
 _TERMINAL = frozenset({"Succeeded", "Failed"})
@@ -46,11 +46,6 @@ def zone_of(node: Obj | None) -> str:
     return ""
 
 
-def pod_ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def activator_of(pod: Obj, node_zone: Callable[[str], str]) -> ActivatorPod | None:
     """The activator a pod is, or None while it is not bound to a node or has terminated. A pod being deleted,
     or without an IP, is an activator that is not Ready."""
@@ -61,7 +56,7 @@ def activator_of(pod: Obj, node_zone: Callable[[str], str]) -> ActivatorPod | No
     if not node or status.get("phase") in _TERMINAL:
         return None
     ip = str(status.get("podIP") or "")
-    ready = pod_ready(pod) and bool(ip) and not meta.get("deletionTimestamp")
+    ready = is_ready(pod) and bool(ip) and not meta.get("deletionTimestamp")
     activator = Activator(name=str(meta["name"]), ip=ip, node=node, zone=node_zone(node), ready=ready)
     return ActivatorPod(activator, str(meta.get("namespace") or ""), str(meta.get("uid") or ""))
 

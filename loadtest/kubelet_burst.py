@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from devcluster import controlplane
-from loadtest.harness import cpu_seconds, devcluster, namespace, profile, write_results
+from loadtest.cpu import cpu_seconds
+from loadtest.harness import devcluster, namespace, profile, write_results
 from loadtest.physical import APPS, App, addresses, spawn_at_once
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import Event, WatchCache
+from localsched.predicates import is_ready
 
 
 def pod(name: str, node: str, app: App) -> Obj:
@@ -70,7 +72,7 @@ async def burst(kube: KubeClient, ns: str, app: App, count: int, nodes: list[str
             marks.setdefault("ip", now)
         if status.get("phase") == "Running":
             marks.setdefault("running", now)
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+        if is_ready(event.obj):
             marks.setdefault("ready", now)
 
     cache = WatchCache(kube, r.PODS, namespace=ns, label_selector="bench=kubelet-burst")

@@ -21,25 +21,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from devcluster.daemons import peak_rss_bytes
+from devcluster.daemons import container_pid, free_port, peak_rss_bytes
 from devcluster.samples import sample_revision
 from loadtest import plots
+from loadtest.cpu import cpu_seconds, run_queue_wait_seconds
 from loadtest.harness import (
     RESULTS,
     LatencySummary,
-    cpu_seconds,
     devcluster,
     have_wrk,
     machine,
     median,
     namespace,
     profile,
-    run_queue_wait_seconds,
     write_results,
     wrk_loop,
 )
@@ -48,6 +46,7 @@ from loadtest.rawload import back_to_back, fixed_rate
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import WatchCache
+from localsched.predicates import is_ready
 
 PATHS = ("direct", "nginx", "activator")
 NGINX_HOST = "127.0.0.1"
@@ -58,25 +57,10 @@ async def ready_pod(kube: KubeClient, ns: str, selector: str, node: str | None =
     cache.start()
     try:
         return await cache.wait_for(
-            lambda c: next(
-                (p for p in c if any(x["type"] == "Ready" and x["status"] == "True"
-                                     for x in p.get("status", {}).get("conditions", []))
-                 and (node is None or p["spec"].get("nodeName") == node)), None),
-            60,
-        )  # fmt: skip
+            lambda c: next((p for p in c if is_ready(p) and node in (None, p["spec"].get("nodeName"))), None), 60
+        )
     finally:
         await cache.stop()
-
-
-def container_pid(pod: Obj) -> int:
-    """The devcluster's container ID is the process's pid (``process://PID``)."""
-    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("process://"))
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 async def saturate(url: str, headers: dict[str, str], args: argparse.Namespace) -> LatencySummary:

@@ -20,6 +20,7 @@ __all__ = [
     "Reason",
     "Resources",
     "filter_local",
+    "is_ready",
     "matches_node_selector",
     "matches_required_node_affinity",
     "node_allocatable",
@@ -77,9 +78,14 @@ def _items(obj: Mapping[str, Any], *path: str) -> list[Mapping[str, Any]]:
 # -- node state and taints ----------------------------------------------------------------------------------------
 
 
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """The object's (a pod's, a node's) ``Ready`` condition is ``"True"``."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in _items(obj, "status", "conditions"))
+
+
 def node_is_ready(node: Mapping[str, Any]) -> bool:
     """The node's ``Ready`` condition is ``"True"``."""
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in _items(node, "status", "conditions"))
+    return is_ready(node)
 
 
 def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
