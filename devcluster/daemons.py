@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from localsched.kube import resources as r
-from localsched.kube.client import KubeClient
+from localsched.kube.client import KubeClient, Obj
 
 
 async def service_account_token(kube: KubeClient, namespace: str, name: str) -> str:
@@ -22,6 +23,18 @@ async def service_account_token(kube: KubeClient, namespace: str, name: str) -> 
     account = await kube.get(r.SERVICEACCOUNTS, name, namespace)
     secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], namespace)
     return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def container_pid(pod: Obj) -> int:
+    """The pid of a devcluster pod's first container: the simulated kubelet's container ID is ``process://PID``."""
+    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("process://"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now, on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def peak_rss_bytes(pid: int) -> int:

@@ -55,6 +55,22 @@ def _bucket(argv: list[str]) -> str | None:
     return None
 
 
+def _times(stat: Path) -> tuple[float, float]:
+    """A process's own and its reaped children's CPU seconds (user + system), from its /proc/PID/stat."""
+    fields = stat.read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK, (int(fields[13]) + int(fields[14])) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    return _times(Path(f"/proc/{pid}/stat"))[0]
+
+
+def run_queue_wait_seconds(pid: int) -> float:
+    """How long the process has waited, runnable, for a CPU (/proc/PID/schedstat, second field, in ns)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def snapshot() -> dict[str, float]:
     """CPU seconds used so far, per bucket (live processes, plus the kubelets' reaped children as apps)."""
     totals: dict[str, float] = defaultdict(float)
@@ -64,11 +80,9 @@ def snapshot() -> dict[str, float]:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            own, children = _times(entry / "stat")
         except OSError:
             continue
-        own = (int(fields[11]) + int(fields[12])) / TICK
-        children = (int(fields[13]) + int(fields[14])) / TICK
         if int(entry.name) == me:
             totals["benchmark"] += own
             continue

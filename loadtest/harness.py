@@ -149,17 +149,6 @@ async def wrk_loop(url: str, headers: dict[str, str], *, concurrency: int, secon
                           round(pct["90"] * 1000, 3), round(pct["99"] * 1000, 3))  # fmt: skip
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (/proc/pid/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_queue_wait_seconds(pid: int) -> float:
-    """How long the process has waited, runnable, for a CPU (/proc/pid/schedstat, second field, in ns)."""
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-
-
 async def profile(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[str, int]]]:
     """py-spy samples of each process for ``seconds``; the top functions by samples (own time), per process."""
     py_spy = shutil.which(

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from devcluster.daemons import daemon_env, running_daemon, service_account_token
+from devcluster.daemons import daemon_env, free_port, running_daemon, service_account_token
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from tests.integration.kit import (
@@ -62,12 +61,6 @@ def lease_holder(lease: Obj | None) -> str:
 
 async def endpointsctl_token(kube: KubeClient) -> str:
     return await service_account_token(kube, SYSTEM_NAMESPACE, "endpointsctl")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -73,11 +73,6 @@ def process_alive(pid: int) -> bool:
         return fh.read().rsplit(") ", 1)[1][0] != "Z"
 
 
-def container_pid(pod: Obj) -> int:
-    status = pod["status"]["containerStatuses"][0]
-    return int(status["containerID"].removeprefix("process://"))
-
-
 async def poll_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll ``check`` (an HTTP endpoint, say) until it returns something truthy; AssertionError after ``timeout``.
 

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from devcluster import controlplane
+from devcluster.daemons import container_pid
 from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.slices import SERVICE_NAME_LABEL, endpoints_of
-from tests.integration.kit import condition, container_pid, is_ready, process_alive, wait_for, watching
+from tests.integration.kit import condition, is_ready, process_alive, wait_for, watching
 
 SAMPLE = sample_revision("x", "x")["spec"]["containers"][0]
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from devcluster.daemons import container_pid
 from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
@@ -37,7 +38,6 @@ from tests.integration.controllers import (
 from tests.integration.kit import (
     Cluster,
     condition,
-    container_pid,
     is_ready,
     metric_value,
     poll_until,

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from devcluster.daemons import container_pid
 from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import Event, WatchCache
 from tests.integration.activators import NodeActivator, daemonset_activators
-from tests.integration.kit import container_pid, create_revision, is_ready, poll_until, wait_for, watching
+from tests.integration.kit import create_revision, is_ready, poll_until, wait_for, watching
 
 SCHEDULED_BY = "localsched.dev/scheduled-by"
 
