@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STATE_DIR ?= $(HOME)/.local/state/localsched/devcluster
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries lint unit integration test demo down status clean bench
+.PHONY: all venv binaries lint unit integration test demo down status clean bench proto
 
 all: test
 
@@ -22,6 +22,12 @@ venv: $(VENV)/.installed
 # kube-apiserver, kube-controller-manager, kube-scheduler v1.20.2 (built once, cached outside the repo) and etcd.
 binaries: venv
 	$(PY) -m devcluster.binaries
+
+# The protobuf and gRPC code generated from localsched/generated/*.proto (committed; rerun after editing a .proto).
+proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+		localsched/generated/stat.proto localsched/generated/externalscaler.proto
+	rm -f localsched/generated/stat_pb2_grpc.py
 
 lint: venv
 	$(BIN)/ruff check .
