@@ -18,6 +18,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -27,6 +28,7 @@ from activator.journal import Journal
 from activator.metrics import GcPauses, Metrics, ThrottlerCollector
 from activator.proxying import Proxy
 from activator.recovering import STANDALONE, Recovery
+from activator.reporting import Reporter, ReporterMetrics, Sender
 from activator.scaling import ColdStartPath, StandardPath
 from activator.scheduling import LocalPath, claim_order, revision_key_of
 from activator.settings import Settings
@@ -84,7 +86,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         caches = list(tracker.caches)
         # This process, as the creator of the stand-ins it writes (a restarted container is another process).
         activator = f"{identity.pod_name or STANDALONE + identity.node_name}/{secrets.token_hex(4)}"
-        path = await _cold_start_path(settings, kube, tracker, activator, metrics, caches, closing)
+        reporter = _reporter(settings, session, app[REGISTRY])
+        path = await _cold_start_path(settings, kube, tracker, reporter, activator, metrics, caches, closing)
         recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
                             activator_namespace=identity.pod_namespace, metrics=metrics)  # fmt: skip
         closing.append(recovery.close)
@@ -95,13 +98,16 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                                  timeout=settings.throttling.activation_timeout_seconds)  # fmt: skip
         closing.append(cold_starts.close)
         forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
-        proxy = Proxy(settings, tracker, forwarder, metrics, journal)
+        proxy = Proxy(settings, tracker, forwarder, metrics, journal, reporter)
         runtime = Runtime(kube, tracker, cold_starts, journal, proxy, caches=caches)
         collector = ThrottlerCollector(tracker.throttlers.items)
         app[REGISTRY].register(collector)
         for cache in caches:
             runtime.supervisor.start(f"watch:{cache.name}", cache.run())
         runtime.supervisor.start("cold-starts", cold_starts.run())
+        runtime.supervisor.start("stat-reports", reporter.run())
+        for sender in reporter.senders:
+            runtime.supervisor.start(f"stat-sender:{sender.name}", sender.run())
         app[RUNTIME] = runtime
         yield
         app[REGISTRY].unregister(collector)
@@ -113,17 +119,30 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await kube.close()
 
 
+def _reporter(settings: Settings, session: aiohttp.ClientSession, registry: CollectorRegistry) -> Reporter:
+    """Demand reports to Knative's autoscaler and to endpointsctl (for KEDA), whichever are configured."""
+    reporting, identity = settings.reporting, settings.identity
+    metrics = ReporterMetrics.create(registry)
+    senders = [Sender(name, url, session, metrics, buffer=reporting.buffer)
+               for name, url in (("autoscaler", reporting.autoscaler_url), ("endpointsctl", reporting.demand_url))
+               if url]  # fmt: skip
+    # Knative's autoscaler tells the activators' reports apart by pod name.
+    return Reporter(identity.pod_name or f"activator-{identity.node_name}", senders,
+                    interval=reporting.interval_seconds)  # fmt: skip
+
+
 async def _cold_start_path(
     settings: Settings,
     kube: KubeClient,
     tracker: Tracker,
+    reporter: Reporter,
     activator: str,
     metrics: Metrics,
     caches: list[WatchCache],
     closing: list[Callable[[], Awaitable[None]]],
 ) -> ColdStartPath:
     """The standard path, or local scheduling in front of it (adding its cache and its close to the runtime's)."""
-    standard = StandardPath(kube)
+    standard = StandardPath(reporter)
     if not settings.local_scheduling:
         return standard
     node = settings.identity.node_name

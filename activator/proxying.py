@@ -22,6 +22,7 @@ from tenacity import RetryCallState
 from activator.forwarding import Forwarder, UpstreamFailed
 from activator.journal import Journal
 from activator.metrics import Metrics
+from activator.reporting import Reporter
 from activator.retrying import NotDelivered, RetryPolicy, retry_reason, retrying
 from activator.routing import PROBE_VALUE, BadRevisionHeaders, identify, is_probe
 from activator.settings import Settings
@@ -54,9 +55,16 @@ def code_class(status: int) -> str:
 
 class Proxy:
     def __init__(
-        self, settings: Settings, tracker: Tracker, forwarder: Forwarder, metrics: Metrics, journal: Journal
+        self,
+        settings: Settings,
+        tracker: Tracker,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        journal: Journal,
+        reporter: Reporter,
     ) -> None:
         self.settings = settings
+        self.reporter = reporter
         self.tracker = tracker
         self.forwarder = forwarder
         self.metrics = metrics
@@ -92,6 +100,7 @@ class Proxy:
         started = time.monotonic()
         labels = (ref.namespace, ref.name)
         status = 500
+        self.reporter.request_in(ref.key)  # queued or forwarded, it is demand the autoscaler must hear of
         try:
             response = await self._proxy(request, ref.key, float(revision.timeout_seconds))
             status = response.status
@@ -100,6 +109,7 @@ class Proxy:
             status = exc.status
             raise
         finally:
+            self.reporter.request_out(ref.key)
             self._count(labels, status, time.monotonic() - started)
 
     def _count(self, labels: tuple[str, str], status: int, seconds: float) -> None:

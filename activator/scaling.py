@@ -1,9 +1,11 @@
-"""Cold starts on the standard path: ask for a replica by scaling the revision's Deployment from 0 to 1.
+"""Cold starts on the standard path: report the demand to the autoscaler, which scales the revision from zero.
 
-This is what Knative's autoscaler does when the activator reports demand for a revision at zero; the
-deployment and replicaset controllers, kube-scheduler and the kubelet do the rest, and the EndpointSlice
-controller publishes the new pod's address (not ready yet), which the activator probes itself (``tracking``).
-Local scheduling (``scheduling``) replaces the chain with a pod the activator writes itself.
+This is Knative's chain: the activator reports demand for a revision at zero at once (``reporting``), the
+autoscaler raises the Deployment's replicas, the deployment and replicaset controllers, kube-scheduler and the
+kubelet do the rest, and the EndpointSlice controller publishes the new pod's address (not ready yet), which the
+activator probes itself (``tracking``). The activator never writes the replicas on this path: the autoscaler owns
+them (Knative's KPA, or KEDA through endpointsctl). Local scheduling (``scheduling``) replaces the chain with a pod
+the activator writes itself.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from activator.claiming import update_scale
 from activator.journal import ColdStart
+from activator.reporting import Reporter
 from localsched.knative import Revision
-from localsched.kube import resources as r
-from localsched.kube.client import KubeClient
 
 log = logging.getLogger(__name__)
 
-CHAIN = "deployment -> replicaset -> kube-scheduler -> kubelet status with the IP -> endpointslice controller"
+CHAIN = (
+    "autoscaler -> deployment -> replicaset -> kube-scheduler -> kubelet status with the IP -> endpointslice controller"
+)
 
 
 class ColdStartPath(Protocol):
@@ -35,20 +37,13 @@ class ColdStartPath(Protocol):
 class StandardPath:
     name = "standard"
 
-    def __init__(self, kube: KubeClient) -> None:
-        self.kube = kube
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
 
     async def start(self, revision: Revision, record: ColdStart) -> str:
-        """Replicas 0 -> 1 on the Deployment's scale subresource (optimistic); nothing when already above 0."""
-        scaled = await update_scale(self.kube, r.DEPLOYMENTS, revision.deployment_name, revision.namespace,
-                                    lambda replicas: 1 if replicas == 0 else None)  # fmt: skip
-        if scaled is None:
-            record.api(reads=1)
-        else:
-            record.api(reads=scaled.reads, writes=scaled.writes)
-        record.step("scaled" if scaled is not None else "already_scaled")
-        record.waited_on("scale write" if scaled is not None else "scale read")
+        """Report the demand now; the autoscaler's decision and the chain follow without the activator."""
+        self.reporter.report_now(revision.key)
+        record.step("reported")
         record.waited_on(CHAIN)
-        if scaled is not None:
-            log.info("revision %s: scaled %s from 0 to 1", revision.key, revision.deployment_name)
+        log.info("revision %s: demand reported for a scale from zero", revision.key)
         return self.name

@@ -201,6 +201,15 @@ class LocalPath:
     # -- the cold start --------------------------------------------------------------------------------------
 
     async def start(self, revision: Revision, record: ColdStart) -> str:
+        # The autoscaler hears of this demand once the claim is decided, or at once from the standard path when
+        # this one gives up (activator/reporting.py, "hold").
+        self.standard.reporter.hold(revision.key)
+        try:
+            return await self._decide(revision, record)
+        finally:
+            self.standard.reporter.release(revision.key)
+
+    async def _decide(self, revision: Revision, record: ColdStart) -> str:
         replicaset = await self._replicaset(revision)
         reason = self._refusal(revision, replicaset)
         if reason is not None or replicaset is None:
@@ -214,6 +223,9 @@ class LocalPath:
             self.metrics.local_skips.labels("UnsupportedProbe").inc()
             record.notes["local_skip"] = str(exc)
             return await self.standard.start(revision, record)
+        return await self._start(revision, replicaset, check, record)
+
+    async def _start(self, revision: Revision, replicaset: Obj, check: ReadinessCheck, record: ColdStart) -> str:
         body = stand_in(replicaset, revision, node=self.node_name, activator=self.activator)
         if self.claim_at == CLAIM_AT_CREATE:
             body["metadata"]["annotations"][DELETION_COST_ANNOTATION] = LOCAL_POD_DELETION_COST

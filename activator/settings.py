@@ -43,11 +43,21 @@ class Forwarding:
 
 
 @dataclass(frozen=True)
+class Reporting:
+    # Knative's autoscaler Service, as Knative's own activator dials it; empty: report to no autoscaler.
+    autoscaler_url: str = "ws://autoscaler.knative-serving.svc.cluster.local:8080"
+    demand_url: str = ""  # endpointsctl's demand sink for KEDA (ws://.../stats); empty: none
+    interval_seconds: float = 1.0
+    buffer: int = 30  # reports kept per destination while it is away (the oldest are dropped)
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: Identity
     server: Server
     throttling: Throttling
     forwarding: Forwarding
+    reporting: Reporting = Reporting()
     local_scheduling: bool = True  # off: cold starts take the standard path (scale the Deployment from zero)
     claim_at: str = "auto"  # when a local pod's replica is claimed: create, running, or auto (by server version)
     cluster_domain: str = "cluster.local"
@@ -75,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
         ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
         ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
         ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
+        (
+            "--autoscaler-url",
+            "websocket of Knative's autoscaler for demand reports (empty: none)",
+            Reporting.autoscaler_url,
+        ),
+        ("--demand-url", "websocket of endpointsctl's demand sink, for KEDA (empty: none)", Reporting.demand_url),
+        ("--report-interval-seconds", "how often demand is reported", Reporting.interval_seconds),
+        ("--report-buffer", "reports kept per destination while it is unreachable", Reporting.buffer),
         ("--local-scheduling", "schedule cold starts onto this node", True),
         ("--claim-at", "claim a local pod's replica at its creation (create), once it runs (running), or auto", "auto"),
         ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
@@ -127,9 +145,21 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             max_attempts=whole("--max-attempts", Forwarding.max_attempts, 1, 10),
             suspect_seconds=number("--suspect-seconds", Forwarding.suspect_seconds),
         ),
+        reporting=Reporting(
+            autoscaler_url=_websocket_url("--autoscaler-url", text("--autoscaler-url", Reporting.autoscaler_url)),
+            demand_url=_websocket_url("--demand-url", text("--demand-url", Reporting.demand_url)),
+            interval_seconds=number("--report-interval-seconds", Reporting.interval_seconds),
+            buffer=whole("--report-buffer", Reporting.buffer, 1, 10000),
+        ),
         local_scheduling=read.flag("--local-scheduling", True),
         claim_at=claim_at,
         cluster_domain=text("--cluster-domain", "cluster.local"),
         kubeconfig=text("--kubeconfig", "") or None,
         log_level=level,
     )
+
+
+def _websocket_url(flag: str, url: str) -> str:
+    if url and not url.startswith(("ws://", "wss://")):
+        raise SettingsError(f"{flag}={url!r} is invalid: a ws:// or wss:// URL, or empty for none")
+    return url
