@@ -29,6 +29,11 @@ class Metrics:
     queue_depth: Gauge
     leader: Gauge
     leader_transitions: Counter
+    demand_reports: Counter
+    demand_refused: Counter
+    demand_connections: Gauge
+    demand_active_revisions: Gauge
+    keda_requests: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -72,6 +77,21 @@ class Metrics:
             leader_transitions=Counter("endpointsctl_leader_transitions_total",
                                        "Times this replica started or stopped leading.", ["transition"],
                                        registry=registry),
+            demand_reports=Counter("endpointsctl_demand_reports_total",
+                                   "Stat messages (one revision's demand from one activator) taken from the "
+                                   "activators' reports on /stats.", registry=registry),
+            demand_refused=Counter("endpointsctl_demand_refused_messages_total",
+                                   "Websocket messages on /stats that were not demand reports, by reason: "
+                                   "undecodable (binary, not a WireStatMessages; the connection is kept), text (the "
+                                   "connection is closed).", ["reason"], registry=registry),
+            demand_connections=Gauge("endpointsctl_demand_connections",
+                                     "Activators connected to /stats to report their demand.", registry=registry),
+            demand_active_revisions=Gauge("endpointsctl_demand_active_revisions",
+                                          "Revisions with demand > 0 in fresh activator reports (KEDA's IsActive).",
+                                          registry=registry),
+            keda_requests=Counter("endpointsctl_keda_requests_total",
+                                  "Calls to KEDA's external scaler service (streams counted when they start), by "
+                                  "method and gRPC status code.", ["method", "code"], registry=registry),
         )  # fmt: skip
 
     def observe_load(self, loads: Mapping[str, int], ready: list[str]) -> None:

@@ -71,6 +71,15 @@ class LeaderElection:
 
 
 @dataclass(frozen=True)
+class Keda:
+    """KEDA's external scaler (gRPC), answered from the demand the activators report on the admin server's /stats."""
+
+    host: str = ""  # empty: the admin server's --bind-address
+    port: int = 9091  # 0: no gRPC server (the /stats sink still takes reports)
+    staleness_seconds: float = 3.0  # an activator reports every second: a report older than this no longer counts
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: Identity = field(default_factory=Identity)
     server: Server = field(default_factory=Server)
@@ -78,6 +87,7 @@ class Settings:
     subsetting: Subsetting = field(default_factory=Subsetting)
     reconciling: Reconciling = field(default_factory=Reconciling)
     leader: LeaderElection = field(default_factory=LeaderElection)
+    keda: Keda = field(default_factory=Keda)
     kubeconfig: str | None = None
     log_level: str = "INFO"
 
@@ -112,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
         ("--lease-duration-seconds", "how long a lease lasts unrenewed", LeaderElection.lease_duration_seconds),
         ("--renew-deadline-seconds", "the leader steps down if not renewed in", LeaderElection.renew_deadline_seconds),
         ("--retry-period-seconds", "between acquire/renew attempts", LeaderElection.retry_period_seconds),
+        ("--keda-host", "address of KEDA's external scaler gRPC server, '' for --bind-address", Keda.host),
+        ("--keda-port", "port of KEDA's external scaler gRPC server, 0 for none", Keda.port),
+        ("--demand-staleness-seconds", "an activator's demand report counts this long", Keda.staleness_seconds),
     ):
         add(p, flag, text, default)
     add_version(p)
@@ -191,13 +204,24 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     if leader.enabled and not leader.lease_name:
         raise SettingsError(f"{source('--lease-name')} is empty")
 
+    server = Server(
+        bind_address=text("--bind-address", Server.bind_address),
+        admin_port=whole("--admin-port", Server.admin_port, 1, 65535),
+        shutdown_timeout_seconds=seconds("--shutdown-timeout-seconds", Server.shutdown_timeout_seconds),
+    )
+    keda = Keda(
+        host=text("--keda-host", Keda.host).strip() or server.bind_address,
+        port=whole("--keda-port", Keda.port, 0, 65535),
+        staleness_seconds=seconds("--demand-staleness-seconds", Keda.staleness_seconds),
+    )
+    if keda.port == server.admin_port:
+        raise SettingsError(
+            f"{source('--keda-port')}={keda.port} is invalid: the admin server (--admin-port) already listens there"
+        )
+
     return Settings(
         identity=identity,
-        server=Server(
-            bind_address=text("--bind-address", Server.bind_address),
-            admin_port=whole("--admin-port", Server.admin_port, 1, 65535),
-            shutdown_timeout_seconds=seconds("--shutdown-timeout-seconds", Server.shutdown_timeout_seconds),
-        ),
+        server=server,
         sources=Sources(
             activator_namespace=text("--activator-namespace", own_namespace),
             activator_selector=text("--activator-selector", Sources.activator_selector),
@@ -215,6 +239,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             rebalance_delay_seconds=seconds("--rebalance-delay-seconds", Reconciling.rebalance_delay_seconds),
         ),
         leader=leader,
+        keda=keda,
         kubeconfig=text("--kubeconfig", "") or None,
         log_level=level,
     )
