@@ -28,7 +28,7 @@ from activator.journal import Journal
 from activator.metrics import GcPauses, Metrics, ThrottlerCollector
 from activator.proxying import Proxy
 from activator.recovering import STANDALONE, Recovery
-from activator.reporting import Reporter, ReporterMetrics, Sender
+from activator.reporting import Reporter, ReporterMetrics, Sender, ServiceSenders
 from activator.scaling import ColdStartPath, StandardPath
 from activator.scheduling import LocalPath, claim_order, revision_key_of
 from activator.settings import Settings
@@ -36,6 +36,7 @@ from activator.tracking import Tracker
 from localsched.knative import REVISION_LABEL
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
+from localsched.kube.slices import SERVICE_NAME_LABEL
 from localsched.kube.watching import WatchCache
 from localsched.metrics import daemon_registry
 from localsched.tasks import Supervisor
@@ -86,7 +87,10 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         caches = list(tracker.caches)
         # This process, as the creator of the stand-ins it writes (a restarted container is another process).
         activator = f"{identity.pod_name or STANDALONE + identity.node_name}/{secrets.token_hex(4)}"
-        reporter = _reporter(settings, session, app[REGISTRY])
+        reporter, endpointsctl = _reporter(settings, session, app[REGISTRY], kube, slice_resource)
+        if endpointsctl is not None:
+            caches.append(endpointsctl.slices)
+            closing.append(endpointsctl.close)
         path = await _cold_start_path(settings, kube, tracker, reporter, activator, metrics, caches, closing)
         recovery = Recovery(kube, tracker.local_pods, node_name=identity.node_name, activator=activator,
                             activator_namespace=identity.pod_namespace, metrics=metrics)  # fmt: skip
@@ -119,16 +123,30 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await kube.close()
 
 
-def _reporter(settings: Settings, session: aiohttp.ClientSession, registry: CollectorRegistry) -> Reporter:
-    """Demand reports to Knative's autoscaler and to endpointsctl (for KEDA), whichever are configured."""
+def _reporter(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    registry: CollectorRegistry,
+    kube: KubeClient,
+    slice_resource: r.Resource,
+) -> tuple[Reporter, ServiceSenders | None]:
+    """Demand reports to Knative's autoscaler, and to every endpointsctl replica (for KEDA), as configured."""
     reporting, identity = settings.reporting, settings.identity
     metrics = ReporterMetrics.create(registry)
-    senders = [Sender(name, url, session, metrics, buffer=reporting.buffer)
-               for name, url in (("autoscaler", reporting.autoscaler_url), ("endpointsctl", reporting.demand_url))
-               if url]  # fmt: skip
+
+    def sender(name: str, url: str) -> Sender:
+        return Sender(name, url, session, metrics, buffer=reporting.buffer)
+
+    senders = [sender("autoscaler", reporting.autoscaler_url)] if reporting.autoscaler_url else []
     # Knative's autoscaler tells the activators' reports apart by pod name.
-    return Reporter(identity.pod_name or f"activator-{identity.node_name}", senders,
-                    interval=reporting.interval_seconds)  # fmt: skip
+    reporter = Reporter(identity.pod_name or f"activator-{identity.node_name}", senders,
+                        interval=reporting.interval_seconds)  # fmt: skip
+    if not reporting.demand_service:
+        return reporter, None
+    namespace, _, service = reporting.demand_service.partition("/")
+    slices = WatchCache(kube, slice_resource, namespace=namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}",
+                        name="endpointsctl-slices")  # fmt: skip
+    return reporter, ServiceSenders("endpointsctl", slices, reporter, sender)
 
 
 async def _cold_start_path(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from activator.throttling import Endpoint
-from localsched.probes import http_status, is_success, tcp_open
+from localsched.probes import http_status, is_success, probe_port, serving_container_index, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +43,30 @@ class ReadinessCheck:
 
 
 class ProbeSpecError(ValueError):
-    """A readiness probe the activator cannot run (exec probes, unknown named ports)."""
+    """A readiness probe the activator cannot run (an unknown named port, a port outside 1..65535)."""
 
 
 def _port(value: Any, container: Mapping[str, Any], user_port: int) -> int:
-    if value in (None, 0, "0", ""):
-        return user_port  # Knative: port 0 (or none) means the user port
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    for port in container.get("ports") or []:
-        if port.get("name") == value:
-            return int(port["containerPort"])
-    raise ProbeSpecError(f"readiness probe port {value!r} names no port of the container")
+    try:
+        return probe_port(value, container, user_port)  # Knative: port 0 (or none) means the user port
+    except ValueError as exc:
+        raise ProbeSpecError(str(exc)) from exc
 
 
 def readiness_check(pod_spec: Mapping[str, Any], user_port: int) -> ReadinessCheck:
-    """The check for a revision's pods: its first container's readiness probe, else TCP on the user port.
+    """The check for a revision's pods: its serving container's readiness probe, else TCP on the user port.
 
-    An ``exec`` probe cannot be run from outside the pod; like Knative's activator, which then relies on TCP
-    reachability of the serving port, the check becomes a TCP connect to the user port.
+    The serving container is the one declaring the user port (the first container when none does), as for
+    Knative, whose queue-proxy runs that container's probe: a sidecar listed first does not lend its probe, and a
+    port of 0 (or none) means ``user_port``, as Knative's defaulting writes it. An ``exec`` probe cannot be run
+    from outside the pod; like Knative's activator, which then relies on TCP reachability of the serving port, the
+    check becomes a TCP connect to the user port.
     """
     containers = pod_spec.get("containers") or []
-    container: Mapping[str, Any] = containers[0] if containers else {}
+    index = serving_container_index(containers)
+    container: Mapping[str, Any] = {}
+    if index is not None and isinstance(containers[index], Mapping):
+        container = containers[index]
     probe = container.get("readinessProbe") or {}
     if "httpGet" in probe:
         http = probe["httpGet"] or {}

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from localsched.kube.slices import endpoints_of, port_of
+from localsched.kube.watching import WatchCache
 from localsched.stats import Stat, StatMessage, encode
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class ReporterMetrics:
                             "sent, dropped (the buffer was full while the destination was away).",
                             ["destination", "outcome"], registry=registry),
             connected=Gauge("activator_stat_destination_connected",
-                            "1 while the websocket to the destination (autoscaler, endpointsctl) is open.",
+                            "Open websockets to the destination (autoscaler: 1; endpointsctl: one per replica).",
                             ["destination"], registry=registry),
             connects=Counter("activator_stat_connects_total",
                              "Websocket connection attempts to a report destination, by outcome.",
@@ -121,26 +123,33 @@ class Sender:
     async def run(self) -> None:
         """Connect, write what is buffered, and on any failure reconnect after a jittered, growing delay."""
         delay = self.backoff[0]
-        while True:
-            try:
-                async with self.session.ws_connect(self.url, heartbeat=10.0) as ws:
-                    self.metrics.connects.labels(self.name, "connected").inc()
-                    self._connected(True)
-                    delay = self.backoff[0]
-                    await self._write(ws)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.metrics.connects.labels(self.name, "failed").inc()
-                log.log(logging.INFO if self.connected else logging.DEBUG,
-                        "stat reports to %s (%s): %s; reconnecting", self.name, self.url, exc)  # fmt: skip
+        try:
+            while True:
+                try:
+                    async with self.session.ws_connect(self.url, heartbeat=10.0) as ws:
+                        self.metrics.connects.labels(self.name, "connected").inc()
+                        self._connected(True)
+                        delay = self.backoff[0]
+                        await self._write(ws)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    self.metrics.connects.labels(self.name, "failed").inc()
+                    log.log(logging.INFO if self.connected else logging.DEBUG,
+                            "stat reports to %s (%s): %s; reconnecting", self.name, self.url, exc)  # fmt: skip
+                self._connected(False)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff[1])
+        finally:
             self._connected(False)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.backoff[1])
 
     def _connected(self, up: bool) -> None:
-        if up != self.connected:
-            log.info("stat reports to %s (%s): %s", self.name, self.url, "connected" if up else "disconnected")
+        """Counted in ``activator_stat_destination_connected``: open websockets to the destination (endpointsctl
+        has one per replica)."""
+        if up == self.connected:
+            return
+        log.info("stat reports to %s (%s): %s", self.name, self.url, "connected" if up else "disconnected")
         self.connected = up
-        self.metrics.connected.labels(self.name).set(1 if up else 0)
+        gauge = self.metrics.connected.labels(self.name)
+        gauge.inc() if up else gauge.dec()
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         closed = asyncio.ensure_future(ws.receive())  # the peer closing (or a frame we ignore) ends the session
@@ -261,3 +270,62 @@ class Reporter:
         payload = encode(messages)
         for sender in self.senders:
             sender.put(payload)
+
+
+class ServiceSenders:
+    """A sender to every address of a Service, from its EndpointSlices: one per endpointsctl replica.
+
+    endpointsctl's replicas each add up what they are sent, and KEDA may ask any of them, so every activator reports
+    to all of them (docs/keda.md). The headless Service ``endpointsctl-stats`` publishes their addresses, not-ready
+    ones included; a replica that comes or goes gets or loses its sender as the slices change. No DNS is needed."""
+
+    def __init__(
+        self,
+        name: str,
+        slices: WatchCache,
+        reporter: Reporter,
+        make: Callable[[str, str], Sender],
+        *,
+        port_name: str = "http-stats",
+        path: str = "/stats",
+    ) -> None:
+        self.name = name
+        self.slices = slices
+        self.reporter = reporter
+        self.make = make
+        self.port_name = port_name
+        self.path = path
+        self.running: dict[str, tuple[Sender, asyncio.Task[None]]] = {}
+        slices.add_handler(lambda _: self.sync())
+
+    def urls(self) -> set[str]:
+        found = set()
+        for slice_obj in self.slices:
+            port = port_of(slice_obj, self.port_name) or port_of(slice_obj)
+            if port is None:
+                continue
+            for endpoint in endpoints_of(slice_obj):
+                if not endpoint.terminating:
+                    host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+                    found.add(f"ws://{host}:{port}{self.path}")
+        return found
+
+    def sync(self) -> None:
+        wanted = self.urls()
+        for url in set(self.running) - wanted:
+            sender, task = self.running.pop(url)
+            task.cancel()
+            self.reporter.senders.remove(sender)
+            log.info("stat reports to %s: %s left", self.name, url)
+        for url in sorted(wanted - set(self.running)):
+            sender = self.make(self.name, url)
+            self.reporter.senders.append(sender)
+            self.running[url] = (sender, asyncio.get_running_loop().create_task(sender.run(), name=f"stats:{url}"))
+            log.info("stat reports to %s: %s joined", self.name, url)
+
+    async def close(self) -> None:
+        for sender, task in self.running.values():
+            task.cancel()
+            self.reporter.senders.remove(sender)
+        await asyncio.gather(*(task for _, task in self.running.values()), return_exceptions=True)
+        self.running.clear()

@@ -46,7 +46,9 @@ class Forwarding:
 class Reporting:
     # Knative's autoscaler Service, as Knative's own activator dials it; empty: report to no autoscaler.
     autoscaler_url: str = "ws://autoscaler.knative-serving.svc.cluster.local:8080"
-    demand_url: str = ""  # endpointsctl's demand sink for KEDA (ws://.../stats); empty: none
+    # endpointsctl's replicas, for KEDA: "namespace/service" of the headless Service listing them ("" for none;
+    # by default endpointsctl-stats in the activator's own namespace)
+    demand_service: str = "endpointsctl-stats"
     interval_seconds: float = 1.0
     buffer: int = 30  # reports kept per destination while it is away (the oldest are dropped)
 
@@ -90,7 +92,11 @@ def parser() -> argparse.ArgumentParser:
             "websocket of Knative's autoscaler for demand reports (empty: none)",
             Reporting.autoscaler_url,
         ),
-        ("--demand-url", "websocket of endpointsctl's demand sink, for KEDA (empty: none)", Reporting.demand_url),
+        (
+            "--demand-service",
+            "[namespace/]headless Service of the endpointsctl replicas to report to, for KEDA (empty: none)",
+            Reporting.demand_service,
+        ),
         ("--report-interval-seconds", "how often demand is reported", Reporting.interval_seconds),
         ("--report-buffer", "reports kept per destination while it is unreachable", Reporting.buffer),
         ("--local-scheduling", "schedule cold starts onto this node", True),
@@ -147,7 +153,9 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         ),
         reporting=Reporting(
             autoscaler_url=_websocket_url("--autoscaler-url", text("--autoscaler-url", Reporting.autoscaler_url)),
-            demand_url=_websocket_url("--demand-url", text("--demand-url", Reporting.demand_url)),
+            demand_service=_service(
+                text("--demand-service", Reporting.demand_service), environ.get("POD_NAMESPACE") or "localsched-system"
+            ),
             interval_seconds=number("--report-interval-seconds", Reporting.interval_seconds),
             buffer=whole("--report-buffer", Reporting.buffer, 1, 10000),
         ),
@@ -163,3 +171,13 @@ def _websocket_url(flag: str, url: str) -> str:
     if url and not url.startswith(("ws://", "wss://")):
         raise SettingsError(f"{flag}={url!r} is invalid: a ws:// or wss:// URL, or empty for none")
     return url
+
+
+def _service(value: str, namespace: str) -> str:
+    """``namespace/name`` (a bare name is in ``namespace``), or empty."""
+    if not value:
+        return ""
+    ns, _, name = value.rpartition("/")
+    if not name or "/" in ns:
+        raise SettingsError(f"--demand-service={value!r} is invalid: [namespace/]name of a Service, or empty")
+    return f"{ns or namespace}/{name}"

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from activator.reporting import Reporter, ReporterMetrics, Sender
+from activator.reporting import Reporter, ReporterMetrics, Sender, ServiceSenders
 from localsched.stats import Stat, StatMessage, WireFormatError, decode, encode
 
 
@@ -184,3 +184,41 @@ async def test_the_sender_delivers_reconnects_after_the_server_goes_away_and_dro
     assert list(sender.buffer) == [b"b", b"c"]
     assert registry.get_sample_value("activator_stat_reports_total",
                                      {"destination": "autoscaler", "outcome": "dropped"}) == 1  # fmt: skip
+
+
+class Slices:
+    """What ServiceSenders reads of a WatchCache: iteration and change handlers."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, object]] = []
+        self.handlers: list[object] = []
+
+    def add_handler(self, handler: object) -> None:
+        self.handlers.append(handler)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.items)
+
+    def publish(self, *addresses: str, terminating: str = "") -> None:
+        endpoints = [{"addresses": [a], "conditions": {"ready": False}} for a in addresses]
+        if terminating:
+            endpoints.append({"addresses": [terminating], "conditions": {"terminating": True}})
+        self.items = [{"ports": [{"name": "http-stats", "port": 9090}], "endpoints": endpoints}]
+        for handler in self.handlers:
+            handler(None)  # type: ignore[operator]
+
+
+async def test_every_endpointsctl_replica_gets_a_sender_and_loses_it_when_it_goes() -> None:
+    clock = Clock()
+    rep = Reporter("activator-a", [], clock=clock)
+    metrics = ReporterMetrics.create(CollectorRegistry())
+    async with aiohttp.ClientSession() as session:
+        slices = Slices()
+        pool = ServiceSenders("endpointsctl", slices, rep,  # type: ignore[arg-type]
+                              lambda name, url: Sender(name, url, session, metrics))  # fmt: skip
+        slices.publish("127.0.0.7", "127.0.0.8", terminating="127.0.0.9")  # not-ready replicas count: they will be
+        assert sorted(s.url for s in rep.senders) == ["ws://127.0.0.7:9090/stats", "ws://127.0.0.8:9090/stats"]
+        slices.publish("127.0.0.8")
+        assert [s.url for s in rep.senders] == ["ws://127.0.0.8:9090/stats"]
+        await pool.close()
+        assert rep.senders == []
