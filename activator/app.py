@@ -135,7 +135,7 @@ def _reporter(
     metrics = ReporterMetrics.create(registry)
 
     def sender(name: str, url: str) -> Sender:
-        return Sender(name, url, session, metrics, buffer=reporting.buffer)
+        return Sender(name, url, session, metrics, buffer=reporting.buffer, autoscaler=name == "autoscaler")
 
     senders = [sender("autoscaler", reporting.autoscaler_url)] if reporting.autoscaler_url else []
     # Knative's autoscaler tells the activators' reports apart by pod name.

@@ -7,15 +7,17 @@ the house (queued plus being forwarded) averaged over the second, the requests t
 activator's pod name and a timestamp, in Knative's wire format (``localsched.stats``) over a websocket. A revision
 whose requests are all done gets one last report of zero and is then dropped, as in Knative.
 
-Two things are not periodic:
+Three things are not periodic:
 
 * **The report that scales from zero** (``report_now``): the standard path's cold start sends it at once, so the
   autoscaler decides without waiting for its tick (Knative's autoscaler "pokes" its decider on such a stat).
 * **A hold during a local cold start** (``hold``): local scheduling writes the pod and claims its replica itself,
-  so it keeps the revision out of the reports until the claim is decided (``release``), at most
+  so it keeps the revision out of the autoscaler's reports until the claim is decided (``release``), at most
   ``hold_limit_seconds``. Reported earlier, the autoscaler would raise the replicas from zero at the same moment
   and the ReplicaSet would bring a second pod through kube-scheduler for the same request
   (docs/local-scheduling.md, "Beside an autoscaler").
+* **A revision's first request** is reported at once to endpointsctl (``flush_first``), whose KEDA scaler pushes
+  "active" from it; the autoscaler hears of a revision at zero from the cold start instead (the two above).
 
 Each destination has its own sender: a bounded buffer of encoded reports (the oldest dropped and counted when the
 autoscaler is away), a connection re-established with capped exponential backoff, and counters. A report is
@@ -102,8 +104,10 @@ class Sender:
         *,
         buffer: int = 30,
         backoff: tuple[float, float] = (0.1, 5.0),
+        autoscaler: bool = False,
     ) -> None:
         self.name = name
+        self.autoscaler = autoscaler  # it decides scales from zero: local claims' holds apply to it
         self.url = url
         self.session = session
         self.metrics = metrics
@@ -191,6 +195,8 @@ class Reporter:
         self.period_start = self.started
         self.revisions: dict[str, Concurrency] = {}
         self.held: dict[str, float] = {}  # revision key -> when its hold lapses
+        self.first: set[str] = set()  # revisions new since the last flush (a first request, reported at once)
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by run(); without it, flush_first() is called
 
     # -- the hot path ----------------------------------------------------------------------------------------
 
@@ -199,6 +205,9 @@ class Reporter:
         revision = self.revisions.get(key)
         if revision is None:
             revision = self.revisions[key] = Concurrency(self.period_start)
+            if not self.first and self.loop is not None:
+                self.loop.call_soon(self.flush_first)
+            self.first.add(key)
         revision.change(now, 1)
         revision.arrived += 1
 
@@ -207,10 +216,19 @@ class Reporter:
         if revision is not None:
             revision.change(self.clock(), -1)
 
+    def flush_first(self) -> None:
+        """A revision's first request is reported at once, as Knative's activator does, to the destinations that
+        scale on demand without deciding a scale from zero (endpointsctl, for KEDA's StreamIsActive): the
+        autoscaler hears of a revision at zero from its cold start (``report_now``, or once a hold is released)."""
+        messages = [self._message(key, float(max(1, self.demand(key))), 1.0) for key in sorted(self.first)]
+        self.first.clear()
+        self._send(messages, to_autoscaler=False)
+
     # -- cold starts -----------------------------------------------------------------------------------------
 
     def hold(self, key: str) -> None:
-        """Keep ``key`` out of the reports while a local cold start claims its replica (at most the hold limit)."""
+        """Keep ``key`` out of the autoscaler's reports while a local cold start claims its replica (at most the
+        hold limit); the other destinations go on hearing of it."""
         self.held[key] = self.clock() + self.hold_limit
 
     def release(self, key: str) -> None:
@@ -223,35 +241,38 @@ class Reporter:
         first-request report, it says at least one request, so the autoscaler's decider sees demand at once."""
         self.held.pop(key, None)
         revision = self.revisions.get(key)
-        current = revision.current if revision is not None else 0
         arrived = revision.arrived if revision is not None else 0
-        self._send([self._message(key, float(max(1, current)), float(max(1, arrived)))])
+        self._send([self._message(key, float(max(1, self.demand(key))), float(max(1, arrived)))])
 
     # -- the tick --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval)
             self.tick()
 
     def tick(self) -> list[StatMessage]:
-        """One period's report: every revision with requests in it (held ones excepted), then forget the idle."""
+        """One period's report: every revision with requests in it (to the autoscaler, held ones excepted), then
+        forget the idle. Returns what the autoscaler was sent."""
         now = self.clock()
         self.period_start = now
-        messages = []
+        messages, held = [], set()
         for key, revision in list(self.revisions.items()):
             lapse = self.held.get(key)
-            if lapse is not None:
-                if now < lapse:
-                    continue
+            if lapse is not None and now < lapse:
+                held.add(key)
+            elif lapse is not None:
                 del self.held[key]
                 log.info("revision %s: reporting its demand (the local claim took over %.0fs)", key, self.hold_limit)
             average, arrived = revision.report(now)
             messages.append(self._message(key, average, float(arrived)))
             if revision.current == 0 and average == 0 and arrived == 0:
                 del self.revisions[key]  # reported "nothing" once; that is what the autoscaler needed to hear
-        self._send(messages)
-        return messages
+        to_autoscaler = [m for m in messages if m.key not in held]
+        self._send(to_autoscaler, to_others=False)
+        self._send(messages, to_autoscaler=False)
+        return to_autoscaler
 
     def demand(self, key: str) -> int:
         """Requests in the house for ``key`` right now."""
@@ -264,12 +285,13 @@ class Reporter:
                     process_uptime=self.clock() - self.started, timestamp=int(self.wall()))  # fmt: skip
         return StatMessage(namespace, name, stat)
 
-    def _send(self, messages: list[StatMessage]) -> None:
+    def _send(self, messages: list[StatMessage], *, to_autoscaler: bool = True, to_others: bool = True) -> None:
         if not messages:
             return
         payload = encode(messages)
         for sender in self.senders:
-            sender.put(payload)
+            if to_autoscaler if sender.autoscaler else to_others:
+                sender.put(payload)
 
 
 class ServiceSenders:

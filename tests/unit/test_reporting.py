@@ -78,9 +78,8 @@ class Clock:
 class Collecting:
     """A sender stand-in that keeps what it is given (the reporter's output, decoded)."""
 
-    name = "collecting"
-
-    def __init__(self) -> None:
+    def __init__(self, autoscaler: bool = True) -> None:
+        self.autoscaler = autoscaler
         self.reports: list[list[StatMessage]] = []
 
     def put(self, payload: bytes) -> None:
@@ -88,8 +87,15 @@ class Collecting:
 
 
 def reporter(clock: Clock) -> tuple[Reporter, Collecting]:
+    """A reporter with a collecting autoscaler; ``endpointsctl(rep)`` adds a collecting endpointsctl."""
     sink = Collecting()
     return Reporter("activator-a", [sink], clock=clock, wall=lambda: 1_764_600_000.0), sink  # type: ignore[list-item]
+
+
+def endpointsctl(rep: Reporter) -> Collecting:
+    sink = Collecting(autoscaler=False)
+    rep.senders.append(sink)  # type: ignore[arg-type]
+    return sink
 
 
 def test_concurrency_is_averaged_over_the_period_and_an_idle_revision_is_reported_once_then_forgotten() -> None:
@@ -112,19 +118,24 @@ def test_concurrency_is_averaged_over_the_period_and_an_idle_revision_is_reporte
     assert len(sink.reports) == 2
 
 
-def test_a_local_cold_start_holds_the_report_until_its_claim_is_decided() -> None:
+def test_a_local_cold_start_holds_the_autoscalers_report_until_its_claim_is_decided_not_endpointsctls() -> None:
     clock = Clock()
     rep, sink = reporter(clock)
+    keda = endpointsctl(rep)
     rep.request_in("ns/a")
+    rep.flush_first()  # the first request: at once to endpointsctl (KEDA), not to the autoscaler
     rep.hold("ns/a")
+    assert [[m.key for m in r] for r in keda.reports] == [["ns/a"]]
+    assert sink.reports == []
     clock.now += 1.0
     assert rep.tick() == []
+    assert [m.key for m in keda.reports[-1]] == ["ns/a"]  # endpointsctl goes on hearing of it
     rep.release("ns/a")
     [[now]] = sink.reports
     assert now.stat.average_concurrent_requests == 1.0
     clock.now += 1.0
     [after] = rep.tick()
-    assert after.stat.average_concurrent_requests == pytest.approx(1.0)  # averaged over both held periods
+    assert after.stat.average_concurrent_requests == pytest.approx(1.0)
 
 
 def test_a_hold_lapses_by_itself_and_the_standard_path_reports_at_once() -> None:
