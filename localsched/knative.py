@@ -37,6 +37,16 @@ INITIAL_SCALE_ANNOTATION_LEGACY = "autoscaling.knative.dev/initialScale"
 TARGET_ANNOTATION = "autoscaling.knative.dev/target"
 TARGET_BURST_CAPACITY_ANNOTATION = "autoscaling.knative.dev/target-burst-capacity"
 TARGET_BURST_CAPACITY_ANNOTATION_LEGACY = "autoscaling.knative.dev/targetBurstCapacity"
+# The KPA's own annotations (knative/serving pkg/apis/autoscaling/register.go), read by the devcluster's autoscaler
+# stand-in; the window and the retention period have no legacy spelling.
+WINDOW_ANNOTATION = "autoscaling.knative.dev/window"
+TARGET_UTILIZATION_ANNOTATION = "autoscaling.knative.dev/target-utilization-percentage"
+TARGET_UTILIZATION_ANNOTATION_LEGACY = "autoscaling.knative.dev/targetUtilizationPercentage"
+PANIC_WINDOW_PERCENTAGE_ANNOTATION = "autoscaling.knative.dev/panic-window-percentage"
+PANIC_WINDOW_PERCENTAGE_ANNOTATION_LEGACY = "autoscaling.knative.dev/panicWindowPercentage"
+PANIC_THRESHOLD_PERCENTAGE_ANNOTATION = "autoscaling.knative.dev/panic-threshold-percentage"
+PANIC_THRESHOLD_PERCENTAGE_ANNOTATION_LEGACY = "autoscaling.knative.dev/panicThresholdPercentage"
+SCALE_TO_ZERO_POD_RETENTION_ANNOTATION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 
 # Request headers.
 NAMESPACE_HEADER = "Knative-Serving-Namespace"
@@ -49,6 +59,16 @@ DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_CONTAINER_PORT = 8080
 MAX_CONTAINER_CONCURRENCY = 1000
 UNLIMITED_BURST_CAPACITY = -1.0
+
+# The KPA's bounds (knative/serving pkg/apis/autoscaling/register.go): its windows, the smallest target, and the
+# panic window and threshold as percentages.
+WINDOW_MIN_SECONDS = 6.0
+WINDOW_MAX_SECONDS = 3600.0
+TARGET_MIN = 0.01
+PANIC_WINDOW_PERCENTAGE_MIN = 1.0
+PANIC_WINDOW_PERCENTAGE_MAX = 100.0
+PANIC_THRESHOLD_PERCENTAGE_MIN = 110.0
+PANIC_THRESHOLD_PERCENTAGE_MAX = 1000.0
 
 # RevisionSpec fields that are not PodSpec fields (``template`` only appears in template-shaped objects).
 _NON_POD_SPEC_FIELDS = frozenset(
@@ -364,3 +384,74 @@ class Revision:
         if self.target is not None:
             return self.target
         return config.container_concurrency_target_default
+
+
+# -- KPA settings: the parsers the devcluster's autoscaler stand-in (devcluster/kpa.py) builds on --------------------
+
+# Go's time.ParseDuration: a sign, then one or more decimal numbers each with a unit ("1m30s", "1.5h", ".5s").
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
+                   "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}  # fmt: skip
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DURATION = re.compile(rf"[+-]?(?:{_DURATION_PART.pattern})+")
+# Go's strconv.ParseBool, which knative.dev/pkg's configmap.AsBool uses.
+_BOOLEANS = {"1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+             "0": False, "f": False, "F": False, "false": False, "FALSE": False, "False": False}  # fmt: skip
+
+
+def parse_duration(key: str, value: object, error: type[KnativeValueError] = AutoscalerConfigError) -> float:
+    """A Go duration string (``"60s"``, ``"1m30s"``, ``"0"``) in seconds, as Knative reads config-autoscaler's
+    windows and periods; ranges are the caller's to check. Anything else raises ``error`` naming ``key``."""
+    if isinstance(value, str):
+        if value in ("0", "+0", "-0"):
+            return 0.0
+        if _DURATION.fullmatch(value):
+            seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value))
+            return -seconds if value.startswith("-") else seconds
+    raise error(key, value, 'must be a duration such as "60s" or "1m30s"')
+
+
+def parse_bool(key: str, value: object, error: type[KnativeValueError] = AutoscalerConfigError) -> bool:
+    """``"true"``/``"false"`` (and Go's other spellings: ``1``, ``t``, ``TRUE`` ...); anything else raises."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _BOOLEANS:
+        return _BOOLEANS[value]
+    raise error(key, value, 'must be "true" or "false"')
+
+
+def parse_number(
+    key: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_exclusive: bool = False,
+    error: type[KnativeValueError] = AutoscalerConfigError,
+) -> float:
+    """A finite decimal number within ``[low, high]`` (``(low, high]`` when ``low_exclusive``); the error's reason
+    states the range, so a user reading it knows what to write."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_exclusive else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    reason = "must be a number" + (" " + " and ".join(bounds) if bounds else "")
+    number = _number(key, value, error, reason)
+    too_low = low is not None and (number <= low if low_exclusive else number < low)
+    if too_low or (high is not None and number > high):
+        raise error(key, value, reason)
+    return number
+
+
+def parse_whole(key: str, value: object, error: type[KnativeValueError] = AutoscalerConfigError) -> int:
+    """A whole number >= 0 (``"3"``), as Knative's ``strconv.Atoi`` reads scales."""
+    return _whole(key, value, error)
+
+
+def annotation_value(
+    annotations: Mapping[str, Any], keys: Sequence[str], parse: Callable[[str, object], _T]
+) -> _T | None:
+    """The parsed value of the first spelling of an annotation present in ``annotations`` (None when none is);
+    two spellings that disagree raise :class:`RevisionSpecError`, as :meth:`Revision.from_object` does."""
+    setting = _annotation((annotations,), keys, parse)
+    return None if setting is None else setting.value
