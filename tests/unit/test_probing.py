@@ -13,7 +13,7 @@ import pytest
 
 from activator.probing import Prober, ProbeSpecError, ReadinessCheck, probe_until_ready, readiness_check
 from activator.throttling import Endpoint
-from localsched.probes import http_status, is_success, tcp_open
+from localsched.probes import http_status, is_success, means_user_port, probe_port, serving_container_index, tcp_open
 
 DEADLINE = 2.0  # how long a test waits for something that should happen at once
 USER_PORT = 8080
@@ -56,6 +56,72 @@ def test_readiness_check_follows_the_first_containers_probe(pod_spec: dict[str, 
 def test_a_probe_on_an_unknown_named_port_is_refused_naming_the_port() -> None:
     with pytest.raises(ProbeSpecError, match="'metrics'"):
         readiness_check(spec({"httpGet": {"port": "metrics"}}), USER_PORT)
+
+
+@pytest.mark.parametrize(
+    ("probe", "expected"),
+    [
+        pytest.param({"tcpSocket": {"port": 0}}, ReadinessCheck(USER_PORT), id="tcp-port-0-as-knative-defaults-it"),
+        pytest.param({"tcpSocket": {"port": "0"}}, ReadinessCheck(USER_PORT), id="tcp-port-string-0"),
+        pytest.param({"httpGet": {"port": "0", "path": "/hz"}}, ReadinessCheck(USER_PORT, "/hz"), id="http-string-0"),
+        pytest.param({"httpGet": {"port": "00"}}, ReadinessCheck(USER_PORT, "/"), id="http-00-is-0-as-intvalue"),
+    ],
+)
+def test_a_probe_port_of_zero_is_the_user_port(probe: dict[str, Any], expected: ReadinessCheck) -> None:
+    assert readiness_check(spec(probe), USER_PORT) == expected
+
+
+def test_the_probe_read_is_the_serving_containers_even_behind_a_sidecar() -> None:
+    """Knative's queue-proxy runs the probe of the container with the port; a sidecar first lends it nothing."""
+    sidecar = {"name": "sidecar", "image": "proxy", "readinessProbe": {"httpGet": {"path": "/sidecar", "port": 0}}}
+    user = {"name": "user", "image": "app", "ports": [{"containerPort": USER_PORT}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 0}}}  # fmt: skip
+    assert readiness_check({"containers": [sidecar, user]}, USER_PORT) == ReadinessCheck(USER_PORT, "/ready")
+
+
+@pytest.mark.parametrize("port", [-1, 65536, "70000", True])
+def test_a_probe_port_that_is_no_port_is_refused(port: object) -> None:
+    with pytest.raises(ProbeSpecError, match="not a port number"):
+        readiness_check(spec({"tcpSocket": {"port": port}}), USER_PORT)
+
+
+@pytest.mark.parametrize(
+    ("value", "means"),
+    [
+        (None, True),
+        ("", True),
+        (0, True),
+        ("0", True),
+        ("00", True),
+        (False, False),
+        (8080, False),
+        ("8080", False),
+        ("http", False),
+        ("\u0660", False),  # a digit to str.isdigit, not to Kubernetes
+    ],
+)
+def test_which_probe_ports_mean_the_user_port(value: object, means: bool) -> None:
+    assert means_user_port(value) is means
+
+
+def test_probe_port_resolves_numbers_and_names_of_the_container() -> None:
+    container = {"ports": [{"name": "admin", "containerPort": 9090}]}
+    assert [probe_port(v, container, USER_PORT) for v in (0, 9000, "9001", "admin")] == [USER_PORT, 9000, 9001, 9090]
+    with pytest.raises(ValueError, match="names no port"):
+        probe_port("metrics", container, USER_PORT)
+
+
+@pytest.mark.parametrize(
+    ("containers", "index"),
+    [
+        pytest.param([], None, id="none"),
+        pytest.param([{"name": "a"}, {"name": "b"}], 0, id="no-ports-first"),
+        pytest.param([{"name": "a"}, {"name": "b", "ports": [{"containerPort": 1}]}], 1, id="the-one-with-a-port"),
+        pytest.param([{"name": "a", "ports": []}, {"name": "b", "ports": [{"containerPort": 1}]}], 1, id="empty"),
+    ],
+)
+def test_the_serving_container_is_the_first_declaring_a_port(containers: list[Any], index: int | None) -> None:
+    assert serving_container_index(containers) == index
 
 
 @contextlib.asynccontextmanager
