@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster.daemons import daemon_env, peak_rss_bytes, running_daemon, service_account_token
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
+from localsched.kube.errors import NotFound
 from localsched.kube.watching import WatchCache
 from localsched.predicates import is_ready
 
@@ -108,6 +109,15 @@ def service_account_kubeconfig(cluster_kubeconfig: str, token: str, path: Path) 
     return path
 
 
+async def activator_config(kube: KubeClient) -> dict[str, str]:
+    """The DaemonSet's optional ``activator-config`` ConfigMap (its ``envFrom``): where to report demand, say."""
+    try:
+        config = await kube.get(r.CONFIGMAPS, "activator-config", SYSTEM_NAMESPACE)
+    except NotFound:
+        return {}
+    return dict(config.get("data") or {})
+
+
 async def activator_token(kube: KubeClient) -> str:
     return await service_account_token(kube, SYSTEM_NAMESPACE, "activator")
 
@@ -125,8 +135,8 @@ async def running_activator(
 ) -> AsyncIterator[Activator]:
     """Start an activator for ``node`` on ``ip`` with ``LOCALSCHED_*`` ``settings``; stop it afterwards."""
     kubeconfig = service_account_kubeconfig(kubeconfig_path, await activator_token(kube), tmp / f"{ip}.kubeconfig")
-    base = {"NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": ip,
-            "LOCALSCHED_DRAIN_SECONDS": "0.5"}  # fmt: skip
+    base = {**await activator_config(kube), "NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig),
+            "LOCALSCHED_BIND_ADDRESS": ip, "LOCALSCHED_DRAIN_SECONDS": "0.5"}  # fmt: skip
     log = tmp / f"activator-{ip}.log"
     async with running_daemon("activator", env=daemon_env(base, settings), log=log,
                               ready_url=f"http://{ip}:9090/readyz", http=http) as process:  # fmt: skip

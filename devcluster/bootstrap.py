@@ -1,8 +1,10 @@
-"""One-shot bootstrap run by ``devcluster up`` once the API server is ready: the Knative stand-in's CRD."""
+"""One-shot bootstrap run by ``devcluster up`` once the API server is ready: the Knative stand-in's CRD, Knative's
+autoscaler configuration, localsched as a user installs it, and where its activators report demand here."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from devcluster.applying import apply, load_yaml, project_objects
@@ -10,7 +12,17 @@ from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 
 HERE = Path(__file__).parent
+SYSTEM_NAMESPACE = "localsched-system"
 KNATIVE_NAMESPACE = "knative-serving"
+# Knative's config-autoscaler as this cluster runs it. Revisions start at zero (as the revision stand-in creates
+# them) instead of Knative's default initial scale of 1, so that every first request is a cold start; and an idle
+# revision goes to zero after the shortest grace Knative allows (6 s) past its stable window (60 s unless the
+# revision's autoscaling.knative.dev/window says otherwise).
+AUTOSCALER_CONFIG = {
+    "initial-scale": "0",
+    "allow-zero-initial-scale": "true",
+    "scale-to-zero-grace-period": "6s",
+}
 
 
 async def bootstrap() -> None:
@@ -27,9 +39,17 @@ async def bootstrap() -> None:
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError("the Revision CRD was not Established within 30s")
+        autoscaling = {"name": "config-autoscaler", "namespace": KNATIVE_NAMESPACE}
+        await apply(client, {"kind": "ConfigMap", "metadata": autoscaling, "data": AUTOSCALER_CONFIG})
         # localsched itself, as a user would install it: the CRDs, then the kustomize base.
         for obj in project_objects():
             await apply(client, obj)
+        # There is no cluster DNS here: the activators find the autoscaler stand-in through their optional
+        # ConfigMap, as an operator would point them at a non-default autoscaler address.
+        autoscaler = os.environ.get("DEVCLUSTER_AUTOSCALER_URL", "")
+        config = {"kind": "ConfigMap", "metadata": {"name": "activator-config", "namespace": SYSTEM_NAMESPACE},
+                  "data": {"LOCALSCHED_AUTOSCALER_URL": autoscaler}}  # fmt: skip
+        await apply(client, config)
 
 
 def main() -> None:

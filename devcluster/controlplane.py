@@ -7,6 +7,7 @@ session's teardown) can stop exactly what was started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,6 +70,15 @@ class ClusterSpec:
     @property
     def apiserver_port(self) -> int:
         return self.port_base + 3
+
+    @property
+    def autoscaler_port(self) -> int:
+        """The autoscaler stand-in's websocket (devcluster/autoscaler_standin.py), where activators report."""
+        return self.port_base + 4
+
+    @property
+    def autoscaler_url(self) -> str:
+        return f"ws://127.0.0.1:{self.autoscaler_port}/"
 
     @property
     def server(self) -> str:
@@ -310,13 +320,14 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
         "--leader-elect=false", "--port=0", "--secure-port=0", "--v=1",
     ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
 
-    say("installing the Knative stand-in (Revision CRD and reconciler)")
+    say("installing the Knative stand-ins (Revision CRD and reconciler, autoscaler)")
     python = sys.executable
     env = dict(os.environ, KUBECONFIG=str(spec.kubeconfig), **spec.extra_env)
     env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"
-    run_bootstrap(python, env)
+    run_bootstrap(python, dict(env, DEVCLUSTER_AUTOSCALER_URL=spec.autoscaler_url))
     start_process(state, "knative-standin", [python, "-m", "devcluster.knative_standin"], env=env,
                   cpus=cpus_for(spec, "control-plane"))  # fmt: skip
+    start_autoscaler(state, spec, env)
 
     say(f"starting {spec.nodes} simulated node(s)")
     node_env = dict(env, KUBECONFIG=str(configs["localsched-nodesim"]))
@@ -382,6 +393,14 @@ def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str, s
         "--ip-prefix", node.ip_prefix, "--cpu", node.cpu, "--memory", node.memory, "--pods", str(node.pods),
         "--state-dir", str(state.path.parent / "nodes" / node.name), *timing,
     ], env=env, cpus=cpus_for(spec, "nodes"))  # fmt: skip
+
+
+def start_autoscaler(state: State, spec: ClusterSpec, env: dict[str, str]) -> None:
+    """The stand-in for Knative's autoscaler: the activators report to it, it owns the revisions' replicas."""
+    start_process(state, "autoscaler-standin", [sys.executable, "-m", "devcluster.autoscaler_standin",
+                  "--host", "127.0.0.1", "--port", str(spec.autoscaler_port)], env=env,
+                  cpus=cpus_for(spec, "control-plane"))  # fmt: skip
+    wait_until(lambda: _http_ok(f"http://127.0.0.1:{spec.autoscaler_port}/healthz"), 30, "the autoscaler stand-in")
 
 
 def run_bootstrap(python: str, env: dict[str, str]) -> None:
@@ -492,6 +511,25 @@ def revive_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     env = dict(os.environ, KUBECONFIG=str(state_dir / "nodesim.kubeconfig"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     start_node(state, node, env, sys.executable, spec_of(state))
+
+
+def kill_autoscaler(state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """The autoscaler stand-in dies (SIGKILL): the activators lose their report connection."""
+    state = State(state_dir)
+    info = state.processes["autoscaler-standin"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(info["pid"], signal.SIGKILL)
+    wait_until(lambda: not group_members(info["pid"]), 10, "the autoscaler stand-in to exit")
+    info["status"] = "killed"
+    state.save()
+
+
+def revive_autoscaler(state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Start the autoscaler stand-in again (on its port; it learns the revisions' demand anew)."""
+    state = State(state_dir)
+    spec = spec_of(state)
+    env = dict(os.environ, KUBECONFIG=str(spec.kubeconfig), **spec.extra_env)
+    start_autoscaler(state, spec, env)
 
 
 def _node_process(state: State, name: str) -> dict[str, Any]:

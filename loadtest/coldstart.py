@@ -6,8 +6,10 @@ On one devcluster (real API server, controller-manager and scheduler; simulated 
 timing), revisions at zero are cold-started the way an ingress would reach them: each revision's request goes to
 an activator taken from its published ``{rev}-activationendpoints``. A single revision, then bursts of many
 revisions at once across the three nodes; local scheduling on and off alternate (the Revision annotation
-``localsched.dev/local-scheduling: "false"`` sends its cold start down the activator's standard path: the
-Deployment scaled from zero, the controller chain, the private endpoints probed as Knative's activator does).
+``localsched.dev/local-scheduling: "false"`` sends its cold start down the activator's standard path: the demand
+reported to the autoscaler (the devcluster's stand-in for Knative's, which decides at once for a revision at zero),
+the Deployment scaled from zero by it, the controller chain, the private endpoints probed as Knative's activator
+does).
 Before each round, the physical limit: the same number of app processes spawned directly, without Kubernetes.
 
 Per cold start it records the client's time to first byte, the activator's own step timestamps (``/debug/
@@ -247,16 +249,16 @@ async def round_(
     for sample in samples:
         sample.record = records.get(f"{ns}/{sample.revision}", {})
         sample.round_cpu = cpu_used
-        if mode == "local":  # kept: the pod the activator wrote was never deleted before the scale-down below
+        if mode == "local":  # kept: the pod the activator wrote was never deleted before the clean-up below
             local_pod = sample.record.get("pod", "")
             sample.kept_local = bool(local_pod) and local_pod not in watch.terminating
-    await asyncio.gather(*(kube.patch(r.DEPLOYMENTS, f"{n}-deployment", {"spec": {"replicas": 0}}, ns)
-                           for n in names))  # fmt: skip
+    # Deleted, not scaled to zero: the autoscaler owns the replicas and would scale a revision it just saw demand
+    # for back up. The garbage collector takes the Deployment, the ReplicaSet and the pods with it.
+    await asyncio.gather(*(kube.delete(r.REVISIONS, n, ns) for n in names))
     await watch.pods.wait_for(lambda _: not any(watch.pods_of(n) for n in names), 120)
     for sample in samples:  # counted once every pod is gone: a late surplus pod is counted too
         sample.pods_created = len(watch.created[sample.revision])
         sample.max_replicas = watch.max_replicas[sample.revision]
-    await asyncio.gather(*(kube.delete(r.REVISIONS, n, ns) for n in names))
     progress.step()
     return samples
 

@@ -81,12 +81,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     args.generator = "wrk" if args.generator == "wrk" or (args.generator == "auto" and have_wrk()) else "python"
     with devcluster(keep=args.keep) as spec:
         async with await KubeClient.from_environment(str(spec.kubeconfig)) as kube, namespace(kube, "bench") as ns:
-            await kube.create(r.REVISIONS, sample_revision("warm-00001", ns), ns)
-            deployment = WatchCache(kube, r.DEPLOYMENTS, namespace=ns)
-            deployment.start()
-            await deployment.wait_for(lambda c: c.get("warm-00001-deployment", ns), 30)
-            await deployment.stop()
-            await kube.patch(r.DEPLOYMENTS, "warm-00001-deployment", {"spec": {"replicas": 1}}, ns)
+            # One pod from the start, kept so by the autoscaler however hard it is loaded: Knative's min and max scale.
+            one = {"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
+            await kube.create(r.REVISIONS, sample_revision("warm-00001", ns, annotations=one), ns)
             pod = await ready_pod(kube, ns, "serving.knative.dev/revision=warm-00001")
             node = pod["spec"]["nodeName"]
             activator = await ready_pod(kube, "localsched-system", "app.kubernetes.io/name=activator", node)

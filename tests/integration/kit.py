@@ -97,9 +97,15 @@ async def create_revision(kube: KubeClient, revision: Obj) -> None:
         await wait_for(deployments, lambda c: c.get(f"{meta['name']}-deployment", meta["namespace"]))
 
 
+def pinned(replicas: int) -> dict[str, str]:
+    """Annotations that make the autoscaler keep a revision at exactly ``replicas`` (Knative's min and max scale)."""
+    return {"autoscaling.knative.dev/min-scale": str(replicas), "autoscaling.knative.dev/max-scale": str(replicas)}
+
+
 async def scale_ready(kube: KubeClient, namespace: str, revision: str, replicas: int) -> list[Obj]:
-    """Scale a revision's Deployment and wait until exactly ``replicas`` of its pods are Ready."""
-    await kube.patch(rs.DEPLOYMENTS, f"{revision}-deployment", {"spec": {"replicas": replicas}}, namespace)
+    """Pin a revision at ``replicas`` and wait until exactly that many of its pods are Ready. The autoscaler owns
+    the replicas (a direct write to the Deployment would be undone), so this goes through its min and max scale."""
+    await kube.patch(rs.REVISIONS, revision, {"metadata": {"annotations": pinned(replicas)}}, namespace)
     selector = f"serving.knative.dev/revision={revision}"
     async with watching(kube, rs.PODS, namespace, label_selector=selector) as pods:
         return await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == replicas and p)

@@ -14,7 +14,7 @@ from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.slices import SERVICE_NAME_LABEL, endpoints_of
-from tests.integration.kit import condition, is_ready, process_alive, wait_for, watching
+from tests.integration.kit import condition, is_ready, pinned, process_alive, wait_for, watching
 
 SAMPLE = sample_revision("x", "x")["spec"]["containers"][0]
 
@@ -45,10 +45,10 @@ def _reporter(event: dict[str, object]) -> str:
 async def test_deployment_scaled_to_two_gets_pods_bound_by_the_scheduler_and_ready_through_real_probes(
     kube: KubeClient, namespace: str, http: httpx.AsyncClient
 ) -> None:
-    await kube.create(r.REVISIONS, sample_revision("hello-00001", namespace), namespace)
+    # At two replicas from the start (min-scale), which the autoscaler also keeps (max-scale).
+    await kube.create(r.REVISIONS, sample_revision("hello-00001", namespace, annotations=pinned(2)), namespace)
     async with watching(kube, r.DEPLOYMENTS, namespace) as deployments:
         await wait_for(deployments, lambda c: c.get("hello-00001-deployment", namespace))
-    await kube.patch(r.DEPLOYMENTS, "hello-00001-deployment", {"spec": {"replicas": 2}}, namespace)
 
     async with watching(kube, r.PODS, namespace) as pods:
         ready = await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == 2 and p)
@@ -98,10 +98,10 @@ async def test_pod_that_does_not_fit_the_node_is_failed_with_out_of_cpu(kube: Ku
 async def test_private_endpointslice_lists_exactly_the_ready_pods(
     kube: KubeClient, namespace: str, http: httpx.AsyncClient
 ) -> None:
-    await kube.create(r.REVISIONS, sample_revision("slices-00001", namespace), namespace)
+    # At two replicas from the start (min-scale), which the autoscaler also keeps (max-scale).
+    await kube.create(r.REVISIONS, sample_revision("slices-00001", namespace, annotations=pinned(2)), namespace)
     async with watching(kube, r.DEPLOYMENTS, namespace) as deployments:
         await wait_for(deployments, lambda c: c.get("slices-00001-deployment", namespace))
-    await kube.patch(r.DEPLOYMENTS, "slices-00001-deployment", {"spec": {"replicas": 2}}, namespace)
     slice_resource = await kube.endpointslice_resource()
 
     def ready_addresses(cache) -> set[str]:  # type: ignore[no-untyped-def]

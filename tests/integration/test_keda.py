@@ -27,7 +27,7 @@ async def test_keda_sees_a_revision_at_zero_turn_active_on_its_first_queued_requ
     activators = await daemonset_activators(kube)
     node = activators["node-1"]
     async with watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=endpointsctl") as pods:
-        replicas = await wait_for(pods, lambda c: (ready := [p for p in c if is_ready(p)]) and len(ready) == 2 and ready)
+        replicas = await wait_for(pods, lambda c: (up := [p for p in c if is_ready(p)]) and len(up) == 2 and up)
     # A revision that starts slowly (2 s): its first request stays queued in the activator meanwhile.
     name = "keda-00001"
     await create_revision(kube, sample_revision(name, namespace, startup_delay=2.0))
