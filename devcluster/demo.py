@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from devcluster.applying import apply
-from devcluster.controlplane import State
+from devcluster.controlplane import State, spec_of
 from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
@@ -38,7 +38,9 @@ async def run(state_dir: Path) -> int:
         return 1
     async with await KubeClient.from_environment(kubeconfig) as client:
         await apply(client, {"kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        await apply(client, sample_revision(REVISION, NAMESPACE, startup_delay=0.5))
+        # A short stable window, so that it is seen going back to zero (window + the devcluster's 6 s grace).
+        window = {"autoscaling.knative.dev/window": "6s"}
+        await apply(client, sample_revision(REVISION, NAMESPACE, startup_delay=0.5, annotations=window))
         deployment = None
         for _ in range(100):
             try:
@@ -48,6 +50,7 @@ async def run(state_dir: Path) -> int:
                 await asyncio.sleep(0.1)
         await wait_activators_ready(client)
     replicas = (deployment or {}).get("spec", {}).get("replicas", "?")
+    autoscaler = f"http://127.0.0.1:{spec_of(state).autoscaler_port}/decisions"
     print(
         f"""
 The devcluster is up, with the sample revision {NAMESPACE}/{REVISION} at {replicas} replicas.
@@ -63,6 +66,12 @@ Send it a request through an activator (one runs on every node); the first one c
       -o jsonpath='{{.items[0].status.podIP}}')
   curl -H 'Knative-Serving-Namespace: {NAMESPACE}' -H 'Knative-Serving-Revision: {REVISION}' http://$ACTIVATOR:8012/
   curl -s http://$ACTIVATOR:9090/metrics | grep ^activator_cold_starts
+
+The autoscaler (the devcluster's stand-in for Knative's KPA) takes it back to zero some 13 s after the last
+request (its 6 s window, then the 6 s grace); the next request cold-starts it again. Its decisions:
+
+  curl -s {autoscaler}
+  kubectl -n {NAMESPACE} get deployment {REVISION}-deployment -w
 
 Simulate failures with `devcluster kill-node node-2` or `devcluster hang-node node-3`;
 stop everything with `make down` (or `devcluster down`)."""

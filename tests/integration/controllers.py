@@ -81,7 +81,9 @@ async def running_controller(
     )
     port = free_port()
     base = {"KUBECONFIG": str(kubeconfig), "LOCALSCHED_BIND_ADDRESS": "127.0.0.1", "LOCALSCHED_ADMIN_PORT": str(port),
-            "LOCALSCHED_IDENTITY": identity, "LOCALSCHED_SHUTDOWN_TIMEOUT_SECONDS": "2", **(env or {})}  # fmt: skip
+            "LOCALSCHED_IDENTITY": identity, "LOCALSCHED_SHUTDOWN_TIMEOUT_SECONDS": "2",
+            # Each its own KEDA port, as each has its own admin port: several run at once on 127.0.0.1.
+            "LOCALSCHED_KEDA_PORT": str(free_port()), **(env or {})}  # fmt: skip
     log = tmp / f"endpointsctl-{identity}.log"
     async with running_daemon(
         "endpointsctl",
