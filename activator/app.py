@@ -139,8 +139,12 @@ def _reporter(
 
     senders = [sender("autoscaler", reporting.autoscaler_url)] if reporting.autoscaler_url else []
     # Knative's autoscaler tells the activators' reports apart by pod name.
+    # A hold lasts as long as the local cold start it covers, which ends by the activation timeout. A shorter one
+    # lapsed in bursts, where the kubelet takes seconds to report: the autoscaler then raised the replicas beside the
+    # local claim, which lost at maxScale 1 and threw its running pod away.
     reporter = Reporter(identity.pod_name or f"activator-{identity.node_name}", senders,
-                        interval=reporting.interval_seconds)  # fmt: skip
+                        interval=reporting.interval_seconds,
+                        hold_limit_seconds=settings.throttling.activation_timeout_seconds)  # fmt: skip
     if not reporting.demand_service:
         return reporter, None
     namespace, _, service = reporting.demand_service.partition("/")

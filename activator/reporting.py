@@ -13,9 +13,9 @@ Three things are not periodic:
   autoscaler decides without waiting for its tick (Knative's autoscaler "pokes" its decider on such a stat).
 * **A hold during a local cold start** (``hold``): local scheduling writes the pod and claims its replica itself,
   so it keeps the revision out of the autoscaler's reports until the claim is decided (``release``), at most
-  ``hold_limit_seconds``. Reported earlier, the autoscaler would raise the replicas from zero at the same moment
-  and the ReplicaSet would bring a second pod through kube-scheduler for the same request
-  (docs/local-scheduling.md, "Beside an autoscaler").
+  ``hold_limit_seconds`` (the activation timeout: the local path gives up by then anyway). Reported earlier, the
+  autoscaler would raise the replicas from zero at the same moment and the ReplicaSet would bring a second pod
+  through kube-scheduler for the same request (docs/local-scheduling.md, "Beside an autoscaler").
 * **A revision's first request** is reported at once to endpointsctl (``flush_first``), whose KEDA scaler pushes
   "active" from it; the autoscaler hears of a revision at zero from the cold start instead (the two above).
 
@@ -181,7 +181,7 @@ class Reporter:
         senders: list[Sender],
         *,
         interval: float = 1.0,
-        hold_limit_seconds: float = 5.0,
+        hold_limit_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from devcluster.autoscaler_standin import Autoscaler, Options, StandIn, create_app, parse_args
 from devcluster.kpa import Config, Decision
@@ -23,20 +21,11 @@ from localsched.kube.client import Obj
 from localsched.kube.errors import Conflict, NotFound
 from localsched.kube.watching import Event
 from localsched.stats import Stat, StatMessage, encode
+from tests.unit.support import ClientFactory, Clock
 
 NS = "demo"
 NAME = "hello-00001"
 KEY = f"{NS}/{NAME}"
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def report(concurrency: float, name: str = NAME, pod: str = "activator-a") -> bytes:

@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from endpointsctl.app import DEMAND, REGISTRY, STATS, create_app
 from endpointsctl.demand import Demand
 from endpointsctl.settings import Settings
-from localsched.stats import Stat, StatMessage, encode
+from localsched.stats import encode
+from tests.unit.support import ClientFactory, Clock, report
 
 KEY = "demo/hello-00001"
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def report(pod: str, concurrency: float, name: str = "hello-00001") -> StatMessage:
-    return StatMessage("demo", name, Stat(pod_name=pod, average_concurrent_requests=concurrency, timestamp=1))
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ injected clock (and, for StreamIsActive, by reports over the real ``/stats`` web
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
@@ -23,19 +21,10 @@ from endpointsctl.settings import Keda, Server, Settings, from_args
 from localsched.generated import externalscaler_pb2 as pb
 from localsched.generated import externalscaler_pb2_grpc as pb_grpc
 from localsched.settings import SettingsError
-from localsched.stats import Stat, StatMessage, encode
+from localsched.stats import encode
+from tests.unit.support import ClientFactory, Clock, report
 
 KEY = "demo/hello-00001"
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Scaler:
@@ -49,10 +38,6 @@ class Scaler:
 
 def ref(**metadata: str) -> pb.ScaledObjectRef:
     return pb.ScaledObjectRef(name="hello", namespace="demo", scalerMetadata=metadata)
-
-
-def report(pod: str, concurrency: float) -> StatMessage:
-    return StatMessage("demo", "hello-00001", Stat(pod_name=pod, average_concurrent_requests=concurrency))
 
 
 @pytest.fixture

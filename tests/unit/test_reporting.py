@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from activator.reporting import Reporter, ReporterMetrics, Sender, ServiceSenders
 from localsched.stats import Stat, StatMessage, WireFormatError, decode, encode
+from tests.unit.support import Clock
 
 
 def varint(n: int) -> bytes:
@@ -65,14 +66,6 @@ def test_bytes_that_are_no_wire_stat_messages_are_an_error_and_a_message_without
         decode(b"\x0a\xff\xff")
     no_stat = length_delimited(0x0A, length_delimited(0x0A, b"ns") + length_delimited(0x12, b"rev"))
     assert decode(no_stat) == []
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Collecting:
