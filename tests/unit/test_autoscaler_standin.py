@@ -251,6 +251,20 @@ def test_a_revision_knative_would_reject_is_reported_and_skipped_until_fixed(aut
     assert KEY not in autoscaler.snapshot()["revisions"]
 
 
+def test_a_revision_of_another_autoscaling_class_is_left_to_its_autoscaler(autoscaler: Autoscaler) -> None:
+    keda = revision(annotations={"autoscaling.knative.dev/class": "keda.autoscaling.knative.dev"})
+    standin = standin_with(FakeAPI(), autoscaler, ("revision", keda), ("deployment", deployment(replicas=3, ready=3)))
+    writes = Writes()
+    standin.apply_soon = writes  # type: ignore[method-assign]
+    autoscaler.receive(report(0.0))
+    assert standin.tick() == []
+    assert writes.wanted == []
+    assert "not the KPA's" in autoscaler.snapshot()["revisions"][KEY]["error"]
+    kpa = revision(annotations={"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev"}, rv="2")
+    observe(standin, "revision", kpa, "MODIFIED")
+    assert [d.current for d in standin.tick()] == [3]
+
+
 def test_config_autoscaler_is_applied_and_a_bad_one_keeps_the_last_good(autoscaler: Autoscaler) -> None:
     standin = standin_with(FakeAPI(), autoscaler, ("revision", revision()))
     observe(standin, "config", configmap({"stable-window": "6s", "scale-to-zero-grace-period": "10s"}))
