@@ -201,8 +201,8 @@ class LocalPath:
     # -- the cold start --------------------------------------------------------------------------------------
 
     async def start(self, revision: Revision, record: ColdStart) -> str:
-        # The autoscaler hears of this demand once the claim is decided, or at once from the standard path when
-        # this one gives up (activator/reporting.py, "hold").
+        # The autoscaler hears of this demand once the claim is decided (``_claimed``), or at once from the
+        # standard path when this one gives up, or when it ends (activator/reporting.py, "hold").
         self.standard.reporter.hold(revision.key)
         try:
             return await self._decide(revision, record)
@@ -316,6 +316,9 @@ class LocalPath:
         except BaseException:
             await self._delete(revision.namespace, name, "claim_failed")
             raise
+        # Decided: the autoscaler hears of the demand now, not once the pod serves. Told seconds later (a burst's
+        # readiness checks), it saw a replica with no demand and scaled the claimed pod away after its grace.
+        self.standard.reporter.release(revision.key)
         if claim is None:
             log.info("revision %s: maxScale %d reached by other activators; deleting %s", revision.key,
                      revision.max_scale, name)  # fmt: skip
