@@ -80,8 +80,12 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     try:
         slice_resource = await kube.endpointslice_resource()
         demand: asyncio.Queue[str] = asyncio.Queue()
+
+        def want(key: str) -> None:  # the cold starts are built below, once their path is
+            cold_starts.want(key)
+
         tracker = Tracker(kube, slice_resource, queue_limit=settings.throttling.queue_limit,
-                          metrics=metrics, on_no_capacity=demand.put_nowait, node_name=identity.node_name,
+                          metrics=metrics, on_no_capacity=want, node_name=identity.node_name,
                           probe_interval=settings.throttling.probe_interval_seconds)  # fmt: skip
         closing.append(tracker.prober.close)
         caches = list(tracker.caches)
@@ -98,8 +102,11 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         gc_pauses = GcPauses(metrics.gc_pauses)
         closing.append(gc_pauses.close)
         journal = Journal()
+        local = isinstance(path, LocalPath)  # it claims replicas itself: the autoscaler hears once it has
         cold_starts = ColdStarts(tracker, path, demand=demand, journal=journal, metrics=metrics,
-                                 timeout=settings.throttling.activation_timeout_seconds)  # fmt: skip
+                                 timeout=settings.throttling.activation_timeout_seconds,
+                                 hold=reporter.hold if local else None,
+                                 release=reporter.release if local else None)  # fmt: skip
         closing.append(cold_starts.close)
         forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
         proxy = Proxy(settings, tracker, forwarder, metrics, journal, reporter)

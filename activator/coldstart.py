@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 
 from activator.journal import ColdStart, Journal
 from activator.metrics import Metrics
@@ -33,7 +34,11 @@ class ColdStarts:
         journal: Journal,
         metrics: Metrics,
         timeout: float,
+        hold: Callable[[str], None] | None = None,
+        release: Callable[[str], None] | None = None,
     ) -> None:
+        self.hold = hold
+        self.release = release
         self.tracker = tracker
         self.path = path
         self.demand = demand
@@ -41,6 +46,14 @@ class ColdStarts:
         self.metrics = metrics
         self.timeout = timeout
         self.flight: SingleFlight[None] = SingleFlight()
+
+    def want(self, key: str) -> None:
+        """A request waits with no endpoint at all (the throttler calls this synchronously): queue a cold start,
+        and hold the revision's report to the autoscaler from this moment when the path claims replicas itself
+        (``reporting``), so that no report goes out between the request and the path's decision."""
+        if self.hold is not None and not self.flight.running(key):
+            self.hold(key)
+        self.demand.put_nowait(key)
 
     async def run(self) -> None:
         """Take demand off the queue for as long as the activator runs."""
@@ -81,6 +94,8 @@ class ColdStarts:
         except Exception:
             log.exception("revision %s: cold start failed", key)
         finally:
+            if self.release is not None:
+                self.release(key)  # no-op when the path has already reported
             if record is not None:
                 self.journal.close(record, outcome)
             self.metrics.cold_starts.labels(namespace, name, path, outcome).inc()
