@@ -85,11 +85,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    failed = request.app[SUPERVISOR].failed
-    if failed:
-        text = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
-        return web.Response(status=500, text=f"unhealthy: {text}\n")
-    return web.Response(text="ok\n")
+    status, text = request.app[SUPERVISOR].health()
+    return web.Response(status=status, text=text)
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -34,6 +34,12 @@ class Supervisor:
     def healthy(self) -> bool:
         return not self.failed
 
+    def health(self) -> tuple[int, str]:
+        """What ``/healthz`` answers: 200 "ok", or 500 naming each task that ended and why."""
+        if not self.failed:
+            return 200, "ok\n"
+        return 500, "unhealthy: " + "; ".join(f"{name}: {why}" for name, why in sorted(self.failed.items())) + "\n"
+
     async def stop(self) -> None:
         tasks = list(self.tasks.values())
         for task in tasks:
