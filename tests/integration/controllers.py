@@ -128,8 +128,18 @@ async def in_cluster_leader(kube: KubeClient, timeout: float = 90) -> InClusterL
                     return InClusterLeader(pod["metadata"]["name"], pod["status"]["podIP"])
             return None
 
-        # Two caches: re-check on changes of either (the lease renews every retry period).
-        return await wait_for(leases, leader, timeout)
+        # Two caches: re-check on changes of either (the lease renews every retry period). The holder's name can
+        # be a dead incarnation of the pod (its container restarted with its node; the lease has not expired
+        # yet): the candidate counts once its process says it leads.
+        async with asyncio.timeout(timeout), httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            while True:
+                candidate = await wait_for(leases, leader, timeout)
+                with contextlib.suppress(httpx.HTTPError):
+                    if await candidate.metric(http, "endpointsctl_leader") == 1:
+                        return candidate
+                renewed = (leases.get(LEASE, SYSTEM_NAMESPACE) or {}).get("metadata", {}).get("resourceVersion")
+                await wait_for(leases, lambda c, rv=renewed: (c.get(LEASE, SYSTEM_NAMESPACE) or {}).get(
+                    "metadata", {}).get("resourceVersion") != rv, timeout)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
