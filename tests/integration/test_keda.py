@@ -15,7 +15,7 @@ from localsched.generated import externalscaler_pb2_grpc as pb_grpc
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from tests.integration.activators import daemonset_activators
-from tests.integration.kit import create_revision, is_ready, wait_for, watching
+from tests.integration.kit import create_revision, is_ready, poll_until, wait_for, watching
 
 SYSTEM_NAMESPACE = "localsched-system"
 KEDA_PORT = 9091
@@ -28,6 +28,13 @@ async def test_keda_sees_a_revision_at_zero_turn_active_on_its_first_queued_requ
     node = activators["node-1"]
     async with watching(kube, r.PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=endpointsctl") as pods:
         replicas = await wait_for(pods, lambda c: (up := [p for p in c if is_ready(p)]) and len(up) == 2 and up)
+
+    # The activator reports to every replica: wait until its websockets to both are open (replicas that just came
+    # up, after an earlier test's restarts, are connected to within the senders' reconnection backoff).
+    async def connected() -> bool:
+        return await node.metric(http, "activator_stat_destination_connected", destination="endpointsctl") == 2
+
+    await poll_until(connected, 30, "the activator's reports to both endpointsctl replicas")
     # A revision that starts slowly (2 s): its first request stays queued in the activator meanwhile.
     name = "keda-00001"
     await create_revision(kube, sample_revision(name, namespace, startup_delay=2.0))
