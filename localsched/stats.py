@@ -8,6 +8,7 @@ devcluster's autoscaler stand-in all speak in the plain dataclasses below.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -42,23 +43,14 @@ class StatMessage:
         return f"{self.namespace}/{self.name}"
 
 
+STAT_FIELDS = dataclasses.fields(Stat)  # the same names as the protobuf's fields
+
+
 def encode(messages: Iterable[StatMessage]) -> bytes:
     wire = stat_pb2.WireStatMessages()
     for message in messages:
-        s = message.stat
-        wire.messages.add(
-            namespace=message.namespace,
-            name=message.name,
-            stat=stat_pb2.Stat(
-                pod_name=s.pod_name,
-                average_concurrent_requests=s.average_concurrent_requests,
-                average_proxied_concurrent_requests=s.average_proxied_concurrent_requests,
-                request_count=s.request_count,
-                proxied_request_count=s.proxied_request_count,
-                process_uptime=s.process_uptime,
-                timestamp=s.timestamp,
-            ),
-        )
+        wire.messages.add(namespace=message.namespace, name=message.name,
+                          stat=stat_pb2.Stat(**dataclasses.asdict(message.stat)))  # fmt: skip
     return wire.SerializeToString()
 
 
@@ -70,19 +62,7 @@ def decode(data: bytes) -> list[StatMessage]:
     except DecodeError as exc:
         raise WireFormatError(f"not a WireStatMessages ({len(data)} bytes): {exc}") from exc
     return [
-        StatMessage(
-            m.namespace,
-            m.name,
-            Stat(
-                pod_name=m.stat.pod_name,
-                average_concurrent_requests=m.stat.average_concurrent_requests,
-                average_proxied_concurrent_requests=m.stat.average_proxied_concurrent_requests,
-                request_count=m.stat.request_count,
-                proxied_request_count=m.stat.proxied_request_count,
-                process_uptime=m.stat.process_uptime,
-                timestamp=m.stat.timestamp,
-            ),
-        )
+        StatMessage(m.namespace, m.name, Stat(**{f.name: getattr(m.stat, f.name) for f in STAT_FIELDS}))
         for m in wire.messages
         if m.HasField("stat")
     ]
