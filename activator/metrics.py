@@ -52,13 +52,16 @@ class Metrics:
             cold_starts=Counter("activator_cold_starts_total", "Cold starts triggered, by path and outcome.",
                                 [*rev, "path", "outcome"], registry=registry),
             cold_start_duration=Histogram("activator_cold_start_duration_seconds",
-                                          "From triggering a cold start to the first ready endpoint.", ["path"],
+                                          "From triggering a cold start to the first ready endpoint, by the path "
+                                          "taken (cold starts that ended ready only).", ["path"],
                                           buckets=LATENCY_BUCKETS, registry=registry),
             local_skips=Counter("activator_local_scheduling_skips_total",
                                 "Cold starts not scheduled on this node, by reason (filter, MaxScale, ...).",
                                 ["reason"], registry=registry),
             local_pods=Counter("activator_local_pods_total",
-                               "Pods this activator wrote onto its node, and failed ones it cleaned up.",
+                               "Pods this activator wrote onto its node, by outcome: created, adopted (handed to "
+                               "the ReplicaSet), or deleted (not_started, claim_failed, lost_claim, handover_failed, "
+                               "failed_deleted, abandoned_deleted).",
                                ["outcome"], registry=registry),
             endpoints=Gauge("activator_ready_endpoints",
                             "Ready endpoints known for each revision this activator has had traffic for.", rev,
