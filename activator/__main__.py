@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +15,7 @@ except ImportError:  # uvloop is optional (not on every platform)
 
 from activator.app import serve
 from activator.settings import from_args
+from localsched import logs
 from localsched.settings import SettingsError
 
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"activator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     runner = asyncio.Runner(loop_factory=LOOP_FACTORY)
     with runner:
         runner.run(serve(settings))

@@ -30,10 +30,10 @@ from activator.proxying import Proxy
 from activator.recovering import STANDALONE, Recovery
 from activator.reporting import Reporter, ReporterMetrics, Sender, ServiceSenders
 from activator.scaling import ColdStartPath, StandardPath
-from activator.scheduling import LocalPath, claim_order, revision_key_of
+from activator.scheduling import LocalPath, claim_order
 from activator.settings import Settings
 from activator.tracking import Tracker
-from localsched.knative import REVISION_LABEL
+from localsched.knative import REVISION_LABEL, revision_key_of
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.slices import SERVICE_NAME_LABEL

@@ -166,29 +166,34 @@ class Proxy:
                 async for retry in retrying(self.retries, before_retry=count_retry):
                     with retry:
                         response = await attempt()
-        except QueueFull as exc:
-            return self._refuse(namespace, name, Refusal(503, "queue_full", (
-                f"revision {key} has {throttling.queue_limit} requests queued already ({exc}); retry later"),
-                retry_after=throttling.retry_after_seconds))  # fmt: skip
-        except ActivationTimeout as exc:
-            if loop.time() >= deadline:
-                return self._refuse(namespace, name, Refusal(504, "request_timeout", (
-                    f"revision {key} did not answer within its timeout of {timeout:.0f}s ({exc})")))  # fmt: skip
-            return self._refuse(namespace, name, Refusal(503, "activation_timeout", (
-                f"revision {key} had no capacity within {throttling.activation_timeout_seconds:.0f}s ({exc}); "
-                "retry later"), retry_after=throttling.retry_after_seconds))  # fmt: skip
         except UpstreamFailed:
             raise  # the response had started: the connection is cut, nothing more can be said
-        except TimeoutError:
-            return self._refuse(namespace, name, Refusal(504, "request_timeout", (
-                f"revision {key} did not answer within its timeout of {timeout:.0f}s")))  # fmt: skip
-        except UNREACHED as exc:
-            reason = "connect_failed" if retry_reason(exc) else "upstream_error"
-            detail = f"tried {len(tried)} endpoint(s)" if reason == "connect_failed" else type(exc).__name__
-            return self._refuse(namespace, name, Refusal(502, reason, (
-                f"revision {key}: upstream error ({detail}: {exc})")))  # fmt: skip
+        except (QueueFull, ActivationTimeout, TimeoutError, *UNREACHED) as exc:
+            past_deadline = loop.time() >= deadline
+            return self._refuse(namespace, name, self._refusal(exc, key, timeout, past_deadline, len(tried)))
         assert response is not None
         return response
+
+    def _refusal(self, exc: Exception, key: str, timeout: float, past_deadline: bool, tried: int) -> Refusal:
+        """What to answer when forwarding stopped on ``exc`` after trying ``tried`` endpoints."""
+        throttling = self.settings.throttling
+        if isinstance(exc, QueueFull):
+            return Refusal(503, "queue_full", (
+                f"revision {key} has {throttling.queue_limit} requests queued already ({exc}); retry later"),
+                retry_after=throttling.retry_after_seconds)  # fmt: skip
+        if isinstance(exc, ActivationTimeout):
+            if past_deadline:
+                return Refusal(504, "request_timeout", (
+                    f"revision {key} did not answer within its timeout of {timeout:.0f}s ({exc})"))  # fmt: skip
+            return Refusal(503, "activation_timeout", (
+                f"revision {key} had no capacity within {throttling.activation_timeout_seconds:.0f}s ({exc}); "
+                "retry later"), retry_after=throttling.retry_after_seconds)  # fmt: skip
+        if isinstance(exc, TimeoutError):
+            return Refusal(504, "request_timeout", (
+                f"revision {key} did not answer within its timeout of {timeout:.0f}s"))  # fmt: skip
+        reason = "connect_failed" if retry_reason(exc) else "upstream_error"
+        detail = f"tried {tried} endpoint(s)" if reason == "connect_failed" else type(exc).__name__
+        return Refusal(502, reason, f"revision {key}: upstream error ({detail}: {exc})")
 
     def _refuse(self, namespace: str, name: str, refusal: Refusal) -> web.Response:
         self.metrics.refusals.labels(namespace, name, refusal.reason).inc()

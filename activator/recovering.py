@@ -17,13 +17,13 @@ earlier one (or another on the node, during a rolling update) left:
 from __future__ import annotations
 
 import asyncio
-import calendar
 import logging
 import time
 
 from activator.metrics import Metrics
 from activator.tracking import SCHEDULED_BY_LABEL, is_stand_in
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import KubeClient
 from localsched.kube.errors import KubeError, NotFound
 from localsched.kube.watching import Event, WatchCache
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 ABANDONED_AFTER_SECONDS = 600.0
 STANDALONE = "standalone@"  # an activator not running in a pod (tests, benchmarks): "standalone@<node>/<instance>"
 ACTIVATOR_ANNOTATION = "localsched.dev/activator"
-
-
-def created_at(timestamp: str) -> float:
-    return float(calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 class Recovery:
@@ -79,7 +75,7 @@ class Recovery:
         elif is_stand_in(pod) and creator != self.activator:
             self._handled.add(meta["uid"])
             self.tasks.spawn(self._recover_stand_in(meta["namespace"], meta["name"], meta["uid"], creator,
-                                                    created_at(meta["creationTimestamp"])),
+                                                    timestamps.epoch_seconds(meta["creationTimestamp"])),
                              name=f"recover:{meta['name']}")  # fmt: skip
 
     async def _creator_gone(self, creator: str) -> bool:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 from activator.claiming import Scaled, claim_replica, raise_replicaset
@@ -43,8 +42,9 @@ from activator.recovering import ACTIVATOR_ANNOTATION
 from activator.scaling import StandardPath
 from activator.throttling import Endpoint
 from activator.tracking import FOR_REVISION_LABEL, SCHEDULED_BY_LABEL, Tracker
-from localsched.knative import REVISION_LABEL, Revision
+from localsched.knative import Revision
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
 from localsched.kube.errors import KubeError, NotFound
 from localsched.kube.watching import WatchCache
@@ -115,7 +115,7 @@ def stand_in(replicaset: Obj, revision: Revision, *, node: str, activator: str) 
 
 def gate_patch(node: str) -> Obj:
     """The condition that opens a stand-in's readiness gate (a strategic merge into ``status.conditions``)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = timestamps.now()
     condition = {"type": CLAIM_GATE, "status": "True", "reason": "ReplicaClaimed", "lastTransitionTime": now,
                  "message": f"replica claimed under maxScale by the activator on {node}"}  # fmt: skip
     return {"status": {"conditions": [condition]}}
@@ -138,11 +138,6 @@ def claim_order(setting: str, server_version: Obj) -> str:
     major = str(server_version.get("major", ""))
     modern = major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (1, 22)
     return CLAIM_AT_CREATE if modern else CLAIM_AT_RUNNING
-
-
-def revision_key_of(obj: Obj) -> list[str]:
-    name = (obj["metadata"].get("labels") or {}).get(REVISION_LABEL)
-    return [f"{obj['metadata']['namespace']}/{name}"] if name else []
 
 
 class LocalPath:
@@ -423,7 +418,7 @@ class LocalPath:
 
     async def _event(self, revision: Revision, pod: str) -> None:
         """An Event on the Revision, so `kubectl describe revision` shows the local cold start (best effort)."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = timestamps.now()
         event: dict[str, Any] = {
             "metadata": {"generateName": f"{revision.name}.", "namespace": revision.namespace},
             "involvedObject": {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": revision.name,

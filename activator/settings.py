@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from localsched.settings import LOG_LEVELS, Reader, SettingsError, add, add_version
+from localsched.settings import LOG_FORMATS, LOG_LEVELS, Reader, Setting, SettingsError, build_parser
 
 
 @dataclass(frozen=True)
@@ -65,49 +65,54 @@ class Settings:
     cluster_domain: str = "cluster.local"
     kubeconfig: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line (localsched/logs.py)
+
+
+CLAIM_AT = ("auto", "create", "running")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("--node-name", "the node this activator runs on and schedules cold starts onto; required",
+            "", fallback_env="NODE_NAME", per_pod=True),
+    Setting("--pod-ip", "this pod's IP", "", fallback_env="POD_IP", per_pod=True),
+    Setting("--bind-address", "address the proxy and the admin server listen on", Server.bind_address),
+    Setting("--port", "port of the proxy (Knative's activator port)", Server.port),
+    Setting("--admin-port", "port for /metrics, /healthz, /readyz", Server.admin_port),
+    Setting("--drain-seconds", "after SIGTERM, keep serving this long while /readyz fails, so routing moves "
+            "away", Server.drain_seconds),
+    Setting("--shutdown-timeout-seconds", "then give in-flight and queued requests this long to finish",
+            Server.shutdown_timeout_seconds),
+    Setting("--queue-limit", "requests that may wait per revision; beyond it, 503 with Retry-After",
+            Throttling.queue_limit),
+    Setting("--activation-timeout-seconds", "how long a request may wait for capacity (a cold start) before a "
+            "503", Throttling.activation_timeout_seconds),
+    Setting("--probe-interval-seconds", "how often a new pod's IP is probed until it answers",
+            Throttling.probe_interval_seconds),
+    Setting("--connect-timeout-seconds", "connect timeout to a revision's pod: what decides that an endpoint is "
+            "dead", Forwarding.connect_timeout_seconds),
+    Setting("--max-attempts", "attempts per request on connect failures, 1 to 10 (the first try counts)",
+            Forwarding.max_attempts),
+    Setting("--suspect-seconds", "how long an endpoint that failed to connect stays out of rotation",
+            Forwarding.suspect_seconds),
+    Setting("--autoscaler-url", "websocket of Knative's autoscaler for demand reports (empty: none)",
+            Reporting.autoscaler_url),
+    Setting("--demand-service", "[namespace/]headless Service of the endpointsctl replicas to report demand to, "
+            "for KEDA (empty: none)", Reporting.demand_service),
+    Setting("--report-interval-seconds", "how often demand is reported to each destination",
+            Reporting.interval_seconds),
+    Setting("--report-buffer", "reports kept per destination while it is unreachable", Reporting.buffer),
+    Setting("--local-scheduling", "schedule cold starts onto this node (off: the standard path, scaling the "
+            "Deployment up from zero)", True),
+    Setting("--claim-at", "claim a local pod's replica at its creation, once it runs, or auto (by server version)",
+            "auto", choices=CLAIM_AT),
+    Setting("--cluster-domain", "cluster domain, for routing by Host header", "cluster.local"),
+    Setting("--kubeconfig", "kubeconfig file (empty: $KUBECONFIG, else the in-cluster service account)", None),
+    Setting("--log-level", "least severe log level written", "INFO", choices=LOG_LEVELS),
+    Setting("--log-format", "log lines: text, or json (one object per line)", "text", choices=LOG_FORMATS),
+)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="activator", description="localsched activator: node-local cold-start proxy")
-    for flag, text, default in (
-        ("--node-name", "this node (downward API spec.nodeName; env NODE_NAME also read)", ""),
-        ("--pod-ip", "this pod's IP (env POD_IP also read)", ""),
-        ("--bind-address", "address to listen on", Server.bind_address),
-        ("--port", "proxy port", Server.port),
-        ("--admin-port", "port for /metrics, /healthz, /readyz", Server.admin_port),
-        ("--drain-seconds", "after SIGTERM, keep serving this long while unready", Server.drain_seconds),
-        ("--shutdown-timeout-seconds", "then wait this long for requests", Server.shutdown_timeout_seconds),
-        ("--queue-limit", "queued requests per revision", Throttling.queue_limit),
-        ("--activation-timeout-seconds", "max wait for capacity", Throttling.activation_timeout_seconds),
-        (
-            "--probe-interval-seconds",
-            "how often a new pod's IP is probed until it answers",
-            Throttling.probe_interval_seconds,
-        ),
-        ("--connect-timeout-seconds", "upstream connect timeout", Forwarding.connect_timeout_seconds),
-        ("--max-attempts", "attempts per request on connect failures", Forwarding.max_attempts),
-        ("--suspect-seconds", "how long a failed endpoint stays out of rotation", Forwarding.suspect_seconds),
-        (
-            "--autoscaler-url",
-            "websocket of Knative's autoscaler for demand reports (empty: none)",
-            Reporting.autoscaler_url,
-        ),
-        (
-            "--demand-service",
-            "[namespace/]headless Service of the endpointsctl replicas to report to, for KEDA (empty: none)",
-            Reporting.demand_service,
-        ),
-        ("--report-interval-seconds", "how often demand is reported", Reporting.interval_seconds),
-        ("--report-buffer", "reports kept per destination while it is unreachable", Reporting.buffer),
-        ("--local-scheduling", "schedule cold starts onto this node", True),
-        ("--claim-at", "claim a local pod's replica at its creation (create), once it runs (running), or auto", "auto"),
-        ("--cluster-domain", "cluster domain for Host-based routing", "cluster.local"),
-        ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
-        ("--log-level", "log level", "INFO"),
-    ):
-        add(p, flag, text, default)
-    add_version(p)
-    return p
+    return build_parser("activator", "localsched activator: node-local cold-start proxy", SETTINGS)
 
 
 def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,12 +126,6 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     node = text("--node-name", environ.get("NODE_NAME", ""))
     if not node:
         raise SettingsError("--node-name / LOCALSCHED_NODE_NAME / NODE_NAME is required (downward API spec.nodeName)")
-    level = text("--log-level", "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise SettingsError(f"--log-level={level!r} is invalid: one of {', '.join(LOG_LEVELS)}")
-    claim_at = text("--claim-at", "auto")
-    if claim_at not in ("auto", "create", "running"):
-        raise SettingsError(f"--claim-at={claim_at!r} is invalid: auto, create or running")
     return Settings(
         identity=Identity(
             node_name=node,
@@ -160,10 +159,11 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             buffer=whole("--report-buffer", Reporting.buffer, 1, 10000),
         ),
         local_scheduling=read.flag("--local-scheduling", True),
-        claim_at=claim_at,
+        claim_at=read.choice("--claim-at", "auto", CLAIM_AT),
         cluster_domain=text("--cluster-domain", "cluster.local"),
         kubeconfig=text("--kubeconfig", "") or None,
-        log_level=level,
+        log_level=read.choice("--log-level", "INFO", LOG_LEVELS),
+        log_format=read.choice("--log-format", "text", LOG_FORMATS),
     )
 
 

@@ -26,7 +26,14 @@ from collections.abc import Callable
 from activator.metrics import Metrics
 from activator.probing import Prober, ProbeSpecError, ReadinessCheck, readiness_check
 from activator.throttling import Endpoint, Throttler, Throttlers
-from localsched.knative import REVISION_LABEL, KnativeValueError, Revision
+from localsched.knative import (
+    PRIVATE_SERVICE_SELECTOR,
+    REVISION_LABEL,
+    KnativeValueError,
+    Revision,
+    revision_key_of,
+    revision_of_private_service,
+)
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.slices import SERVICE_NAME_LABEL, endpoints_of, port_of
@@ -35,17 +42,14 @@ from localsched.predicates import is_ready, node_is_ready
 
 log = logging.getLogger(__name__)
 
-PRIVATE_SUFFIX = "-private"
-# Knative labels its private Services so, and the EndpointSlice controller copies Service labels onto slices.
-SLICE_SELECTOR = "networking.internal.knative.dev/serviceType=Private"
 SCHEDULED_BY_LABEL = "localsched.dev/scheduled-by"  # on pods the activators create; value: the node
 FOR_REVISION_LABEL = "localsched.dev/revision"  # on those pods too: the revision, whatever Knative's labels
 
 
 def revision_of_pod(pod: Obj) -> list[str]:
-    labels = pod["metadata"].get("labels") or {}
-    name = labels.get(REVISION_LABEL) or labels.get(FOR_REVISION_LABEL)
-    return [f"{pod['metadata']['namespace']}/{name}"] if name else []
+    """``["ns/rev"]`` from Knative's revision label, else from the one on the pods activators create (the pod
+    index)."""
+    return revision_key_of(pod, (REVISION_LABEL, FOR_REVISION_LABEL))
 
 
 def is_stand_in(pod: Obj) -> bool:
@@ -63,10 +67,8 @@ def first_container_port(pod: Obj) -> int | None:
 
 def revision_of_slice(slice_obj: Obj) -> list[str]:
     """``["ns/rev"]`` for a slice of ``{rev}-private``, else ``[]`` (the slice index)."""
-    service = (slice_obj["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL, "")
-    if not service.endswith(PRIVATE_SUFFIX):
-        return []
-    return [f"{slice_obj['metadata']['namespace']}/{service.removesuffix(PRIVATE_SUFFIX)}"]
+    revision = revision_of_private_service((slice_obj["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
+    return [] if revision is None else [f"{slice_obj['metadata']['namespace']}/{revision}"]
 
 
 def _pod_signature(pod: Obj | None) -> tuple[object, ...]:
@@ -94,7 +96,8 @@ class Tracker:
     ) -> None:
         self.node_name = node_name
         self.revisions = WatchCache(kube, r.REVISIONS, name="revisions")
-        self.slices = WatchCache(kube, slice_resource, label_selector=SLICE_SELECTOR, name="endpointslices")
+        # Knative labels its private Services so, and the EndpointSlice controller copies their labels onto slices.
+        self.slices = WatchCache(kube, slice_resource, label_selector=PRIVATE_SERVICE_SELECTOR, name="endpointslices")
         self.nodes = WatchCache(kube, r.NODES, name="nodes")
         self.local_pods = WatchCache(kube, r.PODS, field_selector=f"spec.nodeName={node_name}", name="local-pods")
         self.slices.add_index("revision", revision_of_slice)
@@ -171,17 +174,23 @@ class Tracker:
         check = self._check(key)
         found: set[Endpoint] = set()
         candidates: dict[Endpoint, ReadinessCheck] = {}
-
         ready_in_api: set[Endpoint] = set()
-
-        def consider(endpoint: Endpoint, ready: bool) -> None:
+        in_slices, slice_port = self._slice_addresses(key)
+        for endpoint, ready in [*in_slices, *self._local_addresses(key, slice_port)]:
             if ready:
                 ready_in_api.add(endpoint)
             elif check is not None:
                 candidates[endpoint] = check  # healthy ones stay candidates: the prober keeps their verdict
             if ready or endpoint in healthy:
                 found.add(endpoint)
+        for endpoint in ready_in_api:
+            candidates.pop(endpoint, None)
+        return frozenset(found), candidates
 
+    def _slice_addresses(self, key: str) -> tuple[list[tuple[Endpoint, bool]], int | None]:
+        """The revision's addresses in its private slices, not terminating and on Ready nodes, each with its ready
+        condition; and the port of the last slice that names one (None: no slice does)."""
+        addresses: list[tuple[Endpoint, bool]] = []
         slice_port: int | None = None
         for slice_obj in self.slices.by_index("revision", key):
             port = port_of(slice_obj, "http") or port_of(slice_obj)
@@ -190,22 +199,27 @@ class Tracker:
             slice_port = port
             for ep in endpoints_of(slice_obj):
                 if not ep.terminating and self._node_ready(ep.node):
-                    consider(Endpoint(ep.address, port, ep.node), ep.ready)
-        if self._node_ready(self.node_name):
-            admitted = self._admitted.get(key, ())
-            for pod in self.local_pods.by_index("revision", key):
-                ip = pod.get("status", {}).get("podIP")
-                port = slice_port or first_container_port(pod)
-                if not ip or not port or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-                    continue
-                if is_stand_in(pod) and pod["metadata"]["name"] not in admitted:
-                    continue  # its replica is not (yet) claimed: it must not serve
-                consider(Endpoint(ip, port, self.node_name), is_ready(pod))
-        for endpoint in ready_in_api:
-            candidates.pop(endpoint, None)
-        return frozenset(found), candidates
+                    addresses.append((Endpoint(ep.address, port, ep.node), ep.ready))
+        return addresses, slice_port
+
+    def _local_addresses(self, key: str, slice_port: int | None) -> list[tuple[Endpoint, bool]]:
+        """The revision's pods on this node (when it is Ready) with an address and not finished, each with its
+        Ready condition, straight from the pod cache; a stand-in only once its cold start admitted it."""
+        if not self._node_ready(self.node_name):
+            return []
+        admitted = self._admitted.get(key, ())
+        addresses: list[tuple[Endpoint, bool]] = []
+        for pod in self.local_pods.by_index("revision", key):
+            ip = pod.get("status", {}).get("podIP")
+            port = slice_port or first_container_port(pod)
+            if not ip or not port or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if is_stand_in(pod) and pod["metadata"]["name"] not in admitted:
+                continue  # its replica is not (yet) claimed: it must not serve
+            addresses.append((Endpoint(ip, port, self.node_name), is_ready(pod)))
+        return addresses
 
     def _node_ready(self, name: str) -> bool:
         if not name:

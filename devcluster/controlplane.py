@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster import binaries, kubeconfig, pki
+from localsched.predicates import node_is_ready
 
 DEFAULT_STATE_DIR = Path(os.environ.get("LOCALSCHED_STATE_DIR", Path.home() / ".local/state/localsched/devcluster"))
 
@@ -425,7 +426,7 @@ def wait_nodes_ready(spec: ClusterSpec, names: list[str], timeout: float) -> Non
         ready_names = {
             n["metadata"]["name"]
             for n in items
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            if node_is_ready(n)
             and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n.get("spec", {}).get("taints") or [])
         }
         return set(names) <= ready_names

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import datetime
 import json
 import logging
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 from localsched import knative
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import AlreadyExists, KubeError, NotFound
 from localsched.kube.watching import Event, Key, WatchCache, key_of
@@ -124,7 +124,7 @@ def desired_private_service(revision: Obj, rev: knative.Revision) -> Obj:
         "metadata": {
             "name": rev.private_service_name,
             "namespace": rev.namespace,
-            "labels": {knative.REVISION_LABEL: rev.name, "networking.internal.knative.dev/serviceType": "Private"},
+            "labels": {knative.REVISION_LABEL: rev.name, knative.SERVICE_TYPE_LABEL: "Private"},
             "ownerReferences": [owner_reference(revision)],
         },
         "spec": {
@@ -224,10 +224,6 @@ class Backoff:
     failures: int = 0
     delay: float = 0.0
     timer: Cancellable | None = field(default=None, repr=False)  # the scheduled retry, until it fires
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StandIn:
@@ -398,7 +394,7 @@ class StandIn:
             return
         since = current.get("lastTransitionTime") if current.get("status") == status else None
         condition = {"type": "Ready", "status": status, "reason": reason, "message": message,
-                     "lastTransitionTime": since or _now()}  # fmt: skip
+                     "lastTransitionTime": since or timestamps.now()}  # fmt: skip
         body: dict[str, Any] = {"status": {"observedGeneration": generation, "conditions": [condition]}}
         if backoff is not None or any(k in notes_now for k in notes):
             body["status"]["annotations"] = notes  # None deletes, in a merge patch

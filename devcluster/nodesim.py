@@ -30,7 +30,6 @@ import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import yaml
 
 from devcluster.kubelet import ObjectCache, Relister, StatusManager, Timing
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj, RateLimit
 from localsched.kube.errors import AlreadyExists, KubeError, NotFound
 from localsched.kube.watching import Event, WatchCache, key_of
@@ -55,14 +55,6 @@ PROBE_PERIOD_ANNOTATION = "devcluster.localsched.dev/probe-period-ms"
 LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 2.0
 STATUS_SECONDS = 10.0
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # Pod processes die with their kubelet (PR_SET_PDEATHSIG), set by util-linux's setpriv in front of the command: a
@@ -139,7 +131,7 @@ class PodRuntime:
     containers: dict[str, Container] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: bool = False
-    start_time: str = field(default_factory=now)
+    start_time: str = field(default_factory=timestamps.now)
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # condition -> (status, time)
     sandbox_seen: bool = False  # a relist has seen the sandbox: the pod IP goes into the status
     gates_open: bool = True  # readiness gates as of the last sync
@@ -209,7 +201,7 @@ class NodeSim:
 
     def _node_status(self) -> Obj:
         resources = {**self.capacity_strings, "ephemeral-storage": "100Gi"}
-        stamp = now()
+        stamp = timestamps.now()
         conditions = [
             {"type": t, "status": "False", "reason": f"KubeletHas{r_}", "message": m}
             for t, r_, m in (
@@ -270,7 +262,7 @@ class NodeSim:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     async def _renew_lease(self) -> None:
-        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": timestamps.micro_now()}
         try:
             await self.heartbeat_client.patch(r.LEASES, self.name, {"spec": spec}, "kube-node-lease")
         except NotFound:
@@ -462,14 +454,14 @@ class NodeSim:
             return
         finally:
             log_file.close()
-        container.started_at, container.exit_code, container.waiting_reason = now(), None, ""
+        container.started_at, container.exit_code, container.waiting_reason = timestamps.now(), None, ""
         container.started_monotonic = time.monotonic()
         container.ready = False
 
     async def _supervise(self, rt: PodRuntime, container: Container, env: dict[str, str]) -> None:
         while container.proc is not None:
             code = await container.proc.wait()
-            container.exit_code, container.finished_at = code, now()
+            container.exit_code, container.finished_at = code, timestamps.now()
             if rt.stopping:
                 return
             self.relister.changed()
@@ -605,7 +597,7 @@ class NodeSim:
             text = "True" if value else "False"
             previous = rt.transitions.get(kind)
             if previous is None or previous[0] != text:
-                rt.transitions[kind] = (text, now())
+                rt.transitions[kind] = (text, timestamps.now())
             conditions.append({"type": kind, "status": text, "lastTransitionTime": rt.transitions[kind][1]})
         status: Obj = {"phase": phase, "hostIP": self.node_ip, "startTime": rt.start_time, "conditions": conditions,
                        "containerStatuses": statuses}  # fmt: skip

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from endpointsctl.app import create_app
 from endpointsctl.settings import from_args
-from endpointsctl.subsetting.framework import UnknownAlgorithmError
+from endpointsctl.subsetting.registry import UnknownAlgorithmError
+from localsched import logs
 from localsched.settings import SettingsError
 
 
@@ -20,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"endpointsctl: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         app = create_app(settings)

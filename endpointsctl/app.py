@@ -27,7 +27,8 @@ from endpointsctl.leader import LeaderElector
 from endpointsctl.metrics import Metrics
 from endpointsctl.recording import Recorder
 from endpointsctl.settings import Settings
-from endpointsctl.subsetting.framework import Algorithm, load_algorithm
+from endpointsctl.subsetting.framework import Algorithm
+from endpointsctl.subsetting.registry import load_algorithm
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.metrics import daemon_registry

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from endpointsctl import publishing, status
@@ -40,6 +39,7 @@ from endpointsctl.subsetting.framework import Algorithm, RevisionRequest, Snapsh
 from endpointsctl.writing import OutputConflict, Writer
 from localsched import knative
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import AlreadyExists, Forbidden, Invalid, KubeError
 from localsched.kube.slices import MANAGED_BY_LABEL
@@ -49,12 +49,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_SUFFIX = "-activationendpoints"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
-PRIVATE_SERVICE_LABEL = "networking.internal.knative.dev/serviceType=Private"
 WARNING_CONDITIONS = (status.NOT_ENOUGH, status.NO_HA, status.INVALID_SPEC, status.INVALID_CONFIGURATION)
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def revision_key(namespace: str, name: str) -> str:
@@ -117,7 +112,7 @@ class Controller:
               field_selector=f"metadata.name={knative.AUTOSCALER_CONFIGMAP}")  # fmt: skip
         # The EndpointSlice controller copies the Service's labels to its slices: Knative's private Services carry
         # serviceType=Private, so only those slices are watched, not every slice in the cluster.
-        private_selector = f"{MANAGED_BY_LABEL}={ENDPOINTSLICE_CONTROLLER},{PRIVATE_SERVICE_LABEL}"
+        private_selector = f"{MANAGED_BY_LABEL}={ENDPOINTSLICE_CONTROLLER},{knative.PRIVATE_SERVICE_SELECTOR}"
         private = cache("private-slices", slices, self._on_private_slice, label_selector=private_selector)
         private.add_index("service", lambda s: [service_key(s)])
         output = f"{publishing.APP_MANAGED_BY_LABEL}={publishing.APP_MANAGED_BY}"
@@ -432,7 +427,7 @@ class Controller:
         meta = ae["metadata"]
         fresh = self.writer.current(self.caches["activationendpoints"], meta["name"], meta["namespace"]) or ae
         previous = fresh.get("status") or {}
-        new = status.status(meta["name"], outcome, previous, now())
+        new = status.status(meta["name"], outcome, previous, timestamps.now())
         await self.writer.replace_status(r.ACTIVATION_ENDPOINTS, fresh, new)
         if self.recorder is not None:
             self.recorder.record_transitions(fresh, previous, new, WARNING_CONDITIONS)

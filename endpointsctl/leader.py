@@ -23,22 +23,17 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from endpointsctl.settings import LeaderElection
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import Conflict, KubeError, NotFound
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-
-def micro_time() -> str:
-    """A Lease ``MicroTime``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -123,7 +118,7 @@ class LeaderElector:
             body = {
                 "metadata": {"name": name, "namespace": namespace,
                              "labels": {"app.kubernetes.io/name": "endpointsctl"}},
-                "spec": next_spec(None, self.identity, self.config.lease_duration_seconds, micro_time()),
+                "spec": next_spec(None, self.identity, self.config.lease_duration_seconds, timestamps.micro_now()),
             }  # fmt: skip
             try:
                 created = await self._client.create(r.LEASES, body, namespace)
@@ -136,7 +131,7 @@ class LeaderElector:
         self._observe(record)
         if not may_take(record, self.identity, self._observed_at, self._clock()):
             return False
-        lease["spec"] = next_spec(record, self.identity, self.config.lease_duration_seconds, micro_time())
+        lease["spec"] = next_spec(record, self.identity, self.config.lease_duration_seconds, timestamps.micro_now())
         try:
             updated = await self._client.replace(r.LEASES, lease)  # carries the resourceVersion that was read
         except Conflict:
@@ -218,7 +213,7 @@ class LeaderElector:
                 record = LeaseRecord.from_lease(lease)
                 if record.holder != self.identity:
                     return
-                now = micro_time()
+                now = timestamps.micro_now()
                 lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1,
                                  "renewTime": now, "acquireTime": now}  # fmt: skip
                 await self._client.replace(r.LEASES, lease)

@@ -23,8 +23,6 @@ from localsched.kube.watching import Event, WatchCache
 
 log = logging.getLogger(__name__)
 
-PRIVATE_SUFFIX = "-private"
-
 RevisionsOf = Callable[[str], frozenset[str]]
 
 
@@ -85,9 +83,10 @@ class ClusterView:
         """A private EndpointSlice event: the revision key whose number of ready pods changed, or None."""
         service = service_key(event.obj)
         namespace, _, name = service.partition("/")
-        if not name.endswith(PRIVATE_SUFFIX):
+        revision = knative.revision_of_private_service(name)
+        if revision is None:
             return None
-        key = f"{namespace}/{name.removesuffix(PRIVATE_SUFFIX)}"
+        key = f"{namespace}/{revision}"
         count = count_ready_pods(slices.by_index("service", service))
         if self.ready_pods.get(key, 0) == count:
             return None

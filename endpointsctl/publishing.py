@@ -180,20 +180,26 @@ def covers(desired: Any, actual: Any) -> bool:
     server's and are ignored), lists element by element and of equal length, scalars equal. An absent or null
     field equals an empty one (the server omits empty lists)."""
     if isinstance(desired, Mapping):
-        if _empty(desired) and _empty(actual):
-            return True
-        if not isinstance(actual, Mapping):
-            return False
-        return all(covers(value, actual.get(key)) if key in actual else _empty(value) for key, value in desired.items())
+        return _covers_mapping(desired, actual)
     if isinstance(desired, list):
-        if not desired:
-            return _empty(actual)
-        if not isinstance(actual, list) or len(actual) != len(desired):
-            return False
-        return all(covers(d, a) for d, a in zip(desired, actual, strict=True))
+        return _covers_list(desired, actual)
+    return (_empty(desired) and _empty(actual)) or bool(desired == actual)
+
+
+def _covers_mapping(desired: Mapping[str, Any], actual: Any) -> bool:
     if _empty(desired) and _empty(actual):
         return True
-    return bool(desired == actual)
+    if not isinstance(actual, Mapping):
+        return False
+    return all(covers(value, actual.get(key)) if key in actual else _empty(value) for key, value in desired.items())
+
+
+def _covers_list(desired: list[Any], actual: Any) -> bool:
+    if not desired:
+        return _empty(actual)
+    if not isinstance(actual, list) or len(actual) != len(desired):
+        return False
+    return all(covers(d, a) for d, a in zip(desired, actual, strict=True))
 
 
 def overlay(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> Obj:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from endpointsctl.metrics import Metrics
 from localsched.kube import resources as r
+from localsched.kube import timestamps
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import KubeError
 
@@ -22,7 +22,7 @@ COMPONENT = "endpointsctl"
 def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, *, host: str = "") -> Obj:
     """A core/v1 Event about ``involved`` (``kind`` is ``Normal`` or ``Warning``)."""
     meta = involved["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamps.now()
     return {
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace", "")},
         "involvedObject": {

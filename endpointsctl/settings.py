@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from endpointsctl.subsetting.framework import DEFAULT_FILTERS, DEFAULT_WEIGHTS, SubsettingConfig
-from localsched.settings import LOG_LEVELS, Reader, SettingsError, add, add_version, env_name
+from endpointsctl.subsetting.registry import DEFAULT_FILTERS, DEFAULT_WEIGHTS, SubsettingConfig
+from localsched.settings import LOG_FORMATS, LOG_LEVELS, Reader, Setting, SettingsError, build_parser, env_name
 
 DEFAULT_NAMESPACE = "localsched-system"
 
@@ -90,45 +90,54 @@ class Settings:
     keda: Keda = field(default_factory=Keda)
     kubeconfig: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line (localsched/logs.py)
+
+
+WEIGHTS_TEXT = ",".join(f"{name}={weight}" for name, weight in DEFAULT_WEIGHTS.items())
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("--kubeconfig", "kubeconfig file (empty: $KUBECONFIG, else the in-cluster service account)", None),
+    Setting("--log-level", "least severe log level written", "INFO", choices=LOG_LEVELS),
+    Setting("--log-format", "log lines: text, or json (one object per line)", "text", choices=LOG_FORMATS),
+    Setting("--bind-address", "address of the admin server", Server.bind_address),
+    Setting("--admin-port", "port for /metrics, /healthz, /readyz and the activators' /stats reports",
+            Server.admin_port),
+    Setting("--shutdown-timeout-seconds", "grace for the admin and gRPC servers on shutdown",
+            Server.shutdown_timeout_seconds),
+    Setting("--activator-namespace", "namespace of the activator pods", DEFAULT_NAMESPACE,
+            fallback_env="POD_NAMESPACE"),
+    Setting("--activator-selector", "label selector of the activator pods", Sources.activator_selector),
+    Setting("--activator-port", "activator port published in the slices", Sources.activator_port),
+    Setting("--knative-namespace", "namespace of Knative's config-autoscaler", Sources.knative_namespace),
+    Setting("--subsetting-algorithm", "algorithm, by name in entry-point group localsched.subsetting",
+            "least-loaded"),
+    Setting("--subsetting-weights", "score plugin weights, Name=weight,... (0 disables one)", WEIGHTS_TEXT),
+    Setting("--subsetting-filters", "filter plugins, in order, comma-separated", ",".join(DEFAULT_FILTERS)),
+    Setting("--max-node-selection", "activators per revision when its target-burst-capacity is -1",
+            Subsetting.max_node_selection),
+    Setting("--workers", "concurrent reconciles, 1 to 64 (one per revision at a time)", Reconciling.workers),
+    Setting("--resync-seconds", "every revision is recomputed this often (only changes are written)",
+            Reconciling.resync_seconds),
+    Setting("--rebalance", "move single slots onto new activators (bounded churn)", Reconciling.rebalance),
+    Setting("--rebalance-delay-seconds", "how long a new activator stays Ready before slots move onto it",
+            Reconciling.rebalance_delay_seconds),
+    Setting("--leader-elect", "use Lease leader election (off: this process always leads)", LeaderElection.enabled),
+    Setting("--lease-name", "Lease name", LeaderElection.lease_name),
+    Setting("--lease-namespace", "Lease namespace", DEFAULT_NAMESPACE, fallback_env="POD_NAMESPACE"),
+    Setting("--identity", "leader election identity, before a random suffix (empty: the hostname)", "",
+            fallback_env="POD_NAME"),
+    Setting("--lease-duration-seconds", "how long a lease lasts unrenewed", LeaderElection.lease_duration_seconds),
+    Setting("--renew-deadline-seconds", "the leader steps down if it has not renewed within this",
+            LeaderElection.renew_deadline_seconds),
+    Setting("--retry-period-seconds", "between acquire/renew attempts", LeaderElection.retry_period_seconds),
+    Setting("--keda-host", "address of KEDA's external scaler gRPC server (empty: --bind-address)", Keda.host),
+    Setting("--keda-port", "port of KEDA's external scaler gRPC server (0: none)", Keda.port),
+    Setting("--demand-staleness-seconds", "an activator's demand report counts this long", Keda.staleness_seconds),
+)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="endpointsctl", description="localsched endpointsctl: the ActivationEndpoints controller"
-    )
-    weights = ",".join(f"{name}={weight}" for name, weight in DEFAULT_WEIGHTS.items())
-    for flag, text, default in (
-        ("--kubeconfig", "kubeconfig (else $KUBECONFIG, else in-cluster)", None),
-        ("--log-level", "log level", "INFO"),
-        ("--bind-address", "address of the admin server", Server.bind_address),
-        ("--admin-port", "port for /metrics, /healthz, /readyz", Server.admin_port),
-        ("--shutdown-timeout-seconds", "grace for the admin server on shutdown", Server.shutdown_timeout_seconds),
-        ("--activator-namespace", "namespace of the activator pods (default: POD_NAMESPACE)", DEFAULT_NAMESPACE),
-        ("--activator-selector", "label selector of the activator pods", Sources.activator_selector),
-        ("--activator-port", "activator port published in the slices", Sources.activator_port),
-        ("--knative-namespace", "namespace of config-autoscaler", Sources.knative_namespace),
-        ("--subsetting-algorithm", "algorithm from entry-point group localsched.subsetting", "least-loaded"),
-        ("--subsetting-weights", "score plugin weights, Name=weight,...", weights),
-        ("--subsetting-filters", "filter plugins, in order, comma-separated", ",".join(DEFAULT_FILTERS)),
-        ("--max-node-selection", "N when target-burst-capacity is -1", Subsetting.max_node_selection),
-        ("--workers", "concurrent reconciles (one per revision at a time)", Reconciling.workers),
-        ("--resync-seconds", "full recompute period", Reconciling.resync_seconds),
-        ("--rebalance", "move single slots onto new activators (bounded churn)", Reconciling.rebalance),
-        ("--rebalance-delay-seconds", "how long an activator stays Ready first", Reconciling.rebalance_delay_seconds),
-        ("--leader-elect", "use Lease leader election", LeaderElection.enabled),
-        ("--lease-name", "Lease name", LeaderElection.lease_name),
-        ("--lease-namespace", "Lease namespace (default: POD_NAMESPACE)", DEFAULT_NAMESPACE),
-        ("--identity", "leader election identity prefix (default: POD_NAME, else hostname)", ""),
-        ("--lease-duration-seconds", "how long a lease lasts unrenewed", LeaderElection.lease_duration_seconds),
-        ("--renew-deadline-seconds", "the leader steps down if not renewed in", LeaderElection.renew_deadline_seconds),
-        ("--retry-period-seconds", "between acquire/renew attempts", LeaderElection.retry_period_seconds),
-        ("--keda-host", "address of KEDA's external scaler gRPC server, '' for --bind-address", Keda.host),
-        ("--keda-port", "port of KEDA's external scaler gRPC server, 0 for none", Keda.port),
-        ("--demand-staleness-seconds", "an activator's demand report counts this long", Keda.staleness_seconds),
-    ):
-        add(p, flag, text, default)
-    add_version(p)
-    return p
+    return build_parser("endpointsctl", "localsched endpointsctl: the ActivationEndpoints controller", SETTINGS)
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -166,9 +175,6 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         pod_ip=environ.get("POD_IP", ""),
     )
     own_namespace = identity.pod_namespace or DEFAULT_NAMESPACE
-    level = text("--log-level", "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise SettingsError(f"{source('--log-level')}={level!r} is invalid: one of {', '.join(LOG_LEVELS)}")
 
     algorithm = text("--subsetting-algorithm", "least-loaded").strip()
     if not algorithm:
@@ -241,7 +247,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         leader=leader,
         keda=keda,
         kubeconfig=text("--kubeconfig", "") or None,
-        log_level=level,
+        log_level=read.choice("--log-level", "INFO", LOG_LEVELS),
+        log_format=read.choice("--log-format", "text", LOG_FORMATS),
     )
 
 

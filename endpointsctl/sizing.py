@@ -151,12 +151,9 @@ def _desired(
     if tbc == -1:
         return _from_max_node_selection(conditions, max_node_selection, nodes)
 
-    if not math.isfinite(tbc) or tbc < 0:
-        return _fallback(conditions, f"target-burst-capacity must be >= 0 or -1, got {tbc}")
-    if not math.isfinite(activator_capacity) or activator_capacity <= 0:
-        return _fallback(conditions, f"activator-capacity must be > 0, got {activator_capacity}")
-    if not math.isfinite(per_pod_capacity) or per_pod_capacity < 0:
-        return _fallback(conditions, f"per-pod capacity must be >= 0, got {per_pod_capacity}")
+    problem = _invalid_capacity(tbc, activator_capacity, per_pod_capacity)
+    if problem is not None:
+        return _fallback(conditions, problem)
     if tbc == 0:
         return MIN_ACTIVATORS, SizingSource.CAPACITY
 
@@ -181,6 +178,17 @@ def _from_max_node_selection(
         SizingCondition(SizingReason.INVALID_MAX_NODE_SELECTION, Severity.ERROR, f"{what}; using {fallback}")
     )
     return fallback, SizingSource.FALLBACK
+
+
+def _invalid_capacity(tbc: float, activator_capacity: float, per_pod_capacity: float) -> str | None:
+    """What is wrong with the capacities sizing divides and multiplies by, or None."""
+    if not math.isfinite(tbc) or tbc < 0:
+        return f"target-burst-capacity must be >= 0 or -1, got {tbc}"
+    if not math.isfinite(activator_capacity) or activator_capacity <= 0:
+        return f"activator-capacity must be > 0, got {activator_capacity}"
+    if not math.isfinite(per_pod_capacity) or per_pod_capacity < 0:
+        return f"per-pod capacity must be >= 0, got {per_pod_capacity}"
+    return None
 
 
 def _fallback(conditions: list[SizingCondition], what: str) -> tuple[int, SizingSource]:

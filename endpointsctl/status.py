@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from endpointsctl.inventory import ActivatorPod
-from endpointsctl.sizing import Severity, Sizing, SizingReason
+from endpointsctl.sizing import Severity, Sizing, SizingCondition, SizingReason
 from localsched import knative
 
 Obj = dict[str, Any]
@@ -72,63 +72,66 @@ class Outcome:
     previous_desired: int = 0
 
 
+Reasons = Mapping[SizingReason, SizingCondition]
+
+
 def conditions(outcome: Outcome) -> list[Condition]:
-    sizing = outcome.sizing
-    reasons = {c.reason: c for c in sizing.conditions} if sizing else {}
-    published = len(outcome.chosen)
-    slice_name = "the EndpointSlice"
-
-    if outcome.revision_error:
-        ready = Condition(READY, "False", "RevisionInvalid", outcome.revision_error)
-    elif outcome.conflict:
-        ready = Condition(READY, "False", "OutputConflict", outcome.conflict)
-    elif published == 0:
-        ready = Condition(READY, "False", "NoEligibleActivators", "no activator is eligible for this revision")
-    else:
-        ready = Condition(READY, "True", "Published", f"{published} activator(s) published in {slice_name}")
-
-    def flag(kind: str, reason: SizingReason, false_reason: str) -> Condition:
-        found = reasons.get(reason)
-        if found is None:
-            return Condition(kind, "False", false_reason)
-        return Condition(kind, "True", str(reason), found.message, str(found.severity))
-
-    invalid_spec: Condition
-    if outcome.revision_error:
-        invalid_spec = Condition(INVALID_SPEC, "True", "RevisionInvalid", outcome.revision_error, Severity.ERROR)
-    elif outcome.spec_error:
-        invalid_spec = Condition(INVALID_SPEC, "True", str(SizingReason.INVALID_SPEC), outcome.spec_error,
-                                 Severity.ERROR)  # fmt: skip
-    else:
-        invalid_spec = flag(INVALID_SPEC, SizingReason.INVALID_SPEC, "SpecValid")
-
-    config_problems = [reasons[r] for r in (SizingReason.INVALID_MAX_NODE_SELECTION,
-                                            SizingReason.INVALID_AUTOSCALER_CONFIG) if r in reasons]  # fmt: skip
-    if outcome.autoscaler_error:
-        invalid_config = Condition(INVALID_CONFIGURATION, "True", str(SizingReason.INVALID_AUTOSCALER_CONFIG),
-                                   outcome.autoscaler_error, Severity.ERROR)  # fmt: skip
-    elif config_problems:
-        first = config_problems[0]
-        invalid_config = Condition(INVALID_CONFIGURATION, "True", str(first.reason), first.message, Severity.ERROR)
-    else:
-        invalid_config = Condition(INVALID_CONFIGURATION, "False", "ConfigurationValid")
-
-    if outcome.revision_error or outcome.conflict:
-        endpoints = Condition(ENDPOINTS_PUBLISHED, "Unknown", "NotAttempted")
-    elif outcome.endpoints_rejected:
-        endpoints = Condition(ENDPOINTS_PUBLISHED, "False", "AddressesRejected", outcome.endpoints_rejected,
-                              Severity.WARNING)  # fmt: skip
-    else:
-        endpoints = Condition(ENDPOINTS_PUBLISHED, "True", "Published")
-
+    reasons = {c.reason: c for c in outcome.sizing.conditions} if outcome.sizing else {}
     return [
-        ready,
-        flag(NOT_ENOUGH, SizingReason.NOT_ENOUGH_ELIGIBLE_ACTIVATORS, "EnoughEligibleActivators"),
-        flag(NO_HA, SizingReason.NO_HIGH_AVAILABILITY, "HighAvailability"),
-        invalid_spec,
-        invalid_config,
-        endpoints,
+        _ready(outcome),
+        _flag(reasons, NOT_ENOUGH, SizingReason.NOT_ENOUGH_ELIGIBLE_ACTIVATORS, "EnoughEligibleActivators"),
+        _flag(reasons, NO_HA, SizingReason.NO_HIGH_AVAILABILITY, "HighAvailability"),
+        _invalid_spec(outcome, reasons),
+        _invalid_configuration(outcome, reasons),
+        _endpoints_published(outcome),
     ]
+
+
+def _ready(outcome: Outcome) -> Condition:
+    published = len(outcome.chosen)
+    if outcome.revision_error:
+        return Condition(READY, "False", "RevisionInvalid", outcome.revision_error)
+    if outcome.conflict:
+        return Condition(READY, "False", "OutputConflict", outcome.conflict)
+    if published == 0:
+        return Condition(READY, "False", "NoEligibleActivators", "no activator is eligible for this revision")
+    return Condition(READY, "True", "Published", f"{published} activator(s) published in the EndpointSlice")
+
+
+def _flag(reasons: Reasons, kind: str, reason: SizingReason, false_reason: str) -> Condition:
+    """``kind`` is True, with the sizing's message, when sizing reported ``reason``; else False."""
+    found = reasons.get(reason)
+    if found is None:
+        return Condition(kind, "False", false_reason)
+    return Condition(kind, "True", str(reason), found.message, str(found.severity))
+
+
+def _invalid_spec(outcome: Outcome, reasons: Reasons) -> Condition:
+    if outcome.revision_error:
+        return Condition(INVALID_SPEC, "True", "RevisionInvalid", outcome.revision_error, Severity.ERROR)
+    if outcome.spec_error:
+        return Condition(INVALID_SPEC, "True", str(SizingReason.INVALID_SPEC), outcome.spec_error, Severity.ERROR)
+    return _flag(reasons, INVALID_SPEC, SizingReason.INVALID_SPEC, "SpecValid")
+
+
+def _invalid_configuration(outcome: Outcome, reasons: Reasons) -> Condition:
+    if outcome.autoscaler_error:
+        return Condition(INVALID_CONFIGURATION, "True", str(SizingReason.INVALID_AUTOSCALER_CONFIG),
+                         outcome.autoscaler_error, Severity.ERROR)  # fmt: skip
+    for reason in (SizingReason.INVALID_MAX_NODE_SELECTION, SizingReason.INVALID_AUTOSCALER_CONFIG):
+        if reason in reasons:
+            found = reasons[reason]
+            return Condition(INVALID_CONFIGURATION, "True", str(found.reason), found.message, Severity.ERROR)
+    return Condition(INVALID_CONFIGURATION, "False", "ConfigurationValid")
+
+
+def _endpoints_published(outcome: Outcome) -> Condition:
+    if outcome.revision_error or outcome.conflict:
+        return Condition(ENDPOINTS_PUBLISHED, "Unknown", "NotAttempted")
+    if outcome.endpoints_rejected:
+        return Condition(ENDPOINTS_PUBLISHED, "False", "AddressesRejected", outcome.endpoints_rejected,
+                         Severity.WARNING)  # fmt: skip
+    return Condition(ENDPOINTS_PUBLISHED, "True", "Published")
 
 
 def status(name: str, outcome: Outcome, previous: Mapping[str, Any] | None, now: str) -> Obj:

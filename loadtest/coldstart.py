@@ -41,13 +41,13 @@ from devcluster.samples import sample_revision
 from loadtest import cpu, plots
 from loadtest.harness import BENCH_SPEC, RESULTS, devcluster, machine, namespace, write_results
 from loadtest.physical import APPS, App, addresses, spawn_at_once
+from localsched.knative import REVISION_LABEL, revision_key_of
 from localsched.kube import resources as r
 from localsched.kube.client import STRATEGIC_PATCH, KubeClient, Obj
 from localsched.kube.slices import endpoints_of
 from localsched.kube.watching import Event, WatchCache
 
 MODES = ("local", "standard")
-REVISION_LABEL = "serving.knative.dev/revision"
 SYSTEM_NAMESPACE = "localsched-system"
 
 
@@ -96,7 +96,7 @@ class Watch:
         self.pods = WatchCache(kube, r.PODS, namespace=ns, label_selector=REVISION_LABEL)
         self.deployments = WatchCache(kube, r.DEPLOYMENTS, namespace=ns)
         self.replicasets = WatchCache(kube, r.REPLICASETS, namespace=ns, label_selector=REVISION_LABEL)
-        self.replicasets.add_index("revision", lambda rs: [(rs["metadata"].get("labels") or {})[REVISION_LABEL]])
+        self.replicasets.add_index("revision", revision_key_of)
         self.slices = WatchCache(kube, slices, namespace=ns)
         self.created: dict[str, set[str]] = defaultdict(set)
         self.terminating: set[str] = set()  # pods whose deletion has been seen
@@ -154,7 +154,8 @@ class Watch:
     def counted(self, names: list[str]) -> bool:
         """Each revision's ReplicaSet has counted exactly one pod since (else a surplus pod may be on its way)."""
         return all(any(int(rs.get("status", {}).get("replicas") or 0) == 1
-                       for rs in self.replicasets.by_index("revision", name)) for name in names)  # fmt: skip
+                       for rs in self.replicasets.by_index("revision", f"{self.replicasets.namespace}/{name}"))
+                   for name in names)  # fmt: skip
 
     def activators_of(self, revision: str) -> list[str]:
         slice_obj = self.slices.get(f"{revision}-activationendpoints", self.pods.namespace or "")
@@ -220,7 +221,7 @@ async def round_(
     await watch.slices.wait_for(lambda _: all(watch.activators_of(n) for n in names), 120)
     # A revision at zero has had its Deployment and ReplicaSet since it was created: wait for the ReplicaSets too
     # (a local cold start needs the template; without one it would take the standard path).
-    await watch.replicasets.wait_for(lambda c: all(c.by_index("revision", n) for n in names), 120)
+    await watch.replicasets.wait_for(lambda c: all(c.by_index("revision", f"{ns}/{n}") for n in names), 120)
     if size == 1:
         await asyncio.sleep(rng.random())  # a random phase against the kubelets' relist ticks
     cpu_before = cpu.snapshot()

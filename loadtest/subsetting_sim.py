@@ -38,15 +38,9 @@ from endpointsctl.assignments import AssignmentChange, Assignments
 from endpointsctl.choosing import choose
 from endpointsctl.rebalancing import fair_share, rebalance_onto
 from endpointsctl.sizing import Sizing, desired_activators
-from endpointsctl.subsetting.framework import (
-    Activator,
-    Algorithm,
-    RevisionRequest,
-    Snapshot,
-    SubsettingConfig,
-    default_algorithm,
-)
+from endpointsctl.subsetting.framework import Activator, Algorithm, RevisionRequest, Snapshot
 from endpointsctl.subsetting.plugins import scheduling_key
+from endpointsctl.subsetting.registry import SubsettingConfig, default_algorithm
 from localsched.knative import AutoscalerConfig, Revision
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -304,12 +298,20 @@ def run(params: SimParams) -> dict[str, Any]:
         "shapes": dict(Counter(r.shape for r in revisions.values())),
         "distinct_scheduling_keys": len({scheduling_key(r.revision.pod_spec) for r in revisions.values()}),
     }
+    report.update(full_recompute(sim, snapshot, keys, ready))
+    changed, cpu = timed(sim.recompute, snapshot, keys)
+    report["resync_unchanged"] = {"changed_revisions": len(changed), "cpu_seconds": cpu}
+    report["activator_dies"], ready = busiest_activator_dies(sim, keys, ready)
+    report["activator_added"] = activator_added(sim, keys, ready, rng, params.new_revisions)
+    return report
 
-    # 1. full recompute from empty
+
+def full_recompute(sim: Sim, snapshot: Snapshot, keys: list[str], ready: list[str]) -> dict[str, Any]:
+    """1. Every revision selected from empty: CPU, spread over the activators, zone coverage."""
     _, cpu = timed(sim.recompute, snapshot, keys)
     eligible_zones = eligible_zones_by_shape(sim, snapshot)
     slots = sum(len(sim.assignments.get(k)) for k in keys)
-    report["full_recompute"] = {
+    full = {
         "revisions": len(keys),
         "slots": slots,
         "cpu_seconds": cpu,
@@ -318,14 +320,17 @@ def run(params: SimParams) -> dict[str, Any]:
         "conditions": dict(Counter(str(c.reason) for k in keys for c in sim.sizings[k].conditions)),
         "distinct_subsets": len({frozenset(sim.assignments.get(k)) for k in keys}),
     }
-    report["spread"] = spread(sim.assignments, ready)
-    report["zones"] = zone_coverage(sim, keys, eligible_zones)
+    return {
+        "full_recompute": full,
+        "spread": spread(sim.assignments, ready),
+        "zones": zone_coverage(sim, keys, eligible_zones),
+    }
 
-    # 2. resync, nothing changed
-    changed, cpu = timed(sim.recompute, snapshot, keys)
-    report["resync_unchanged"] = {"changed_revisions": len(changed), "cpu_seconds": cpu}
 
-    # 3. the busiest activator dies
+def busiest_activator_dies(sim: Sim, keys: list[str], ready: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """3. The busiest activator becomes unready: only its revisions are recomputed; then a full resync. The
+    figures, and the activators still ready."""
+    cluster = sim.cluster
     load = sim.assignments.load()
     victim = min(ready, key=lambda name: (-load.get(name, 0), name))
     cluster.activators[victim] = replace(cluster.activators[victim], ready=False)
@@ -337,7 +342,7 @@ def run(params: SimParams) -> dict[str, Any]:
     still_on_victim = len(sim.assignments.revisions_of(victim))
     full_after, full_cpu = timed(sim.recompute, snapshot, keys)
     ready = [name for name in ready if name != victim]
-    report["activator_dies"] = {
+    return {
         "activator": victim,
         "its_revisions": len(affected),
         "recomputed_revisions": len(affected),
@@ -348,14 +353,20 @@ def run(params: SimParams) -> dict[str, Any]:
         "full_resync_changed_revisions_afterwards": len(full_after),
         "full_resync_cpu_seconds": full_cpu,
         "spread_after": spread(sim.assignments, ready),
-    }
+    }, ready
 
-    # 4. an activator is added (plain node, first zone)
+
+def activator_added(
+    sim: Sim, keys: list[str], ready: list[str], rng: random.Random, new_revisions: int
+) -> dict[str, Any]:
+    """4. An activator is added (plain node, first zone): a resync, take-up by new revisions, a bounded
+    rebalance."""
+    cluster = sim.cluster
     new_node, newcomer = "node-new", "activator-new"
     cluster.nodes[new_node] = make_node(new_node, cluster.zones[0])
     cluster.activators[newcomer] = Activator(newcomer, "10.255.255.1", new_node, cluster.zones[0], ready=True)
     snapshot = cluster.snapshot(sim.assignments)
-    ready.append(newcomer)
+    ready = [*ready, newcomer]
     changes, cpu = timed(sim.recompute, snapshot, keys)
     added: dict[str, Any] = {
         "activator": newcomer,
@@ -364,8 +375,8 @@ def run(params: SimParams) -> dict[str, Any]:
         "resync_cpu_seconds": cpu,
     }
     # 4a. take-up by new revisions alone (then undone, so that 4b starts from the same state)
-    new_revs = [make_revision(i, rng, cluster.zones) for i in range(len(keys), len(keys) + params.new_revisions)]
-    revisions.update((rev.key, rev) for rev in new_revs)
+    new_revs = [make_revision(i, rng, cluster.zones) for i in range(len(keys), len(keys) + new_revisions)]
+    sim.revisions.update((rev.key, rev) for rev in new_revs)
     sim.recompute(snapshot, [rev.key for rev in new_revs])
     added["new_revisions"] = len(new_revs)
     added["new_revisions_using_it"] = sum(newcomer in sim.assignments.get(rev.key) for rev in new_revs)
@@ -389,8 +400,7 @@ def run(params: SimParams) -> dict[str, Any]:
     added["spread_after"] = spread(sim.assignments, ready)
     changes, _ = timed(sim.recompute, snapshot, keys)
     added["resync_after_rebalance_changed_revisions"] = len(changes)
-    report["activator_added"] = added
-    return report
+    return added
 
 
 def _histogram(values: Iterable[int]) -> dict[str, int]:

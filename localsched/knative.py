@@ -26,6 +26,9 @@ REVISION_LABEL = "serving.knative.dev/revision"
 REVISION_UID_LABEL = "serving.knative.dev/revisionUID"
 CONFIGURATION_LABEL = "serving.knative.dev/configuration"
 SERVICE_LABEL = "serving.knative.dev/service"
+# On a revision's private Service (and, copied by the EndpointSlice controller, on its EndpointSlices).
+SERVICE_TYPE_LABEL = "networking.internal.knative.dev/serviceType"
+PRIVATE_SERVICE_SELECTOR = f"{SERVICE_TYPE_LABEL}=Private"
 
 # Autoscaling annotations: the current spelling first, the legacy camelCase one second.
 MAX_SCALE_ANNOTATION = "autoscaling.knative.dev/max-scale"
@@ -85,14 +88,32 @@ def deployment_name(rev: str) -> str:
     return f"{rev}-deployment"
 
 
+_PRIVATE_SUFFIX = "-private"
+
+
 def private_service_name(rev: str) -> str:
     """The private Service selecting a revision's ready pods."""
-    return f"{rev}-private"
+    return f"{rev}{_PRIVATE_SUFFIX}"
+
+
+def revision_of_private_service(service: str) -> str | None:
+    """The revision whose private Service is named ``service`` (:func:`private_service_name` reversed), or None
+    when ``service`` is not a private Service's name."""
+    return service.removesuffix(_PRIVATE_SUFFIX) if service.endswith(_PRIVATE_SUFFIX) else None
 
 
 def activation_endpoints_name(rev: str) -> str:
     """The EndpointSlice/Service endpointsctl publishes with a revision's chosen activators."""
     return f"{rev}-activationendpoints"
+
+
+def revision_key_of(obj: Mapping[str, Any], labels: Sequence[str] = (REVISION_LABEL,)) -> list[str]:
+    """``["namespace/revision"]`` from the first of ``labels`` that ``obj`` carries (by default Knative's revision
+    label, which its pods, ReplicaSets and Deployments have), else ``[]``: the ``revision`` index of a watch cache."""
+    meta = obj["metadata"]
+    found = meta.get("labels") or {}
+    name = next((found[label] for label in labels if found.get(label)), None)
+    return [f"{meta['namespace']}/{name}"] if name else []
 
 
 def _show(value: object) -> str:

@@ -38,6 +38,7 @@ UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
 _FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _INT64 = re.compile(r"[+-]?[0-9]+")
+_NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")  # a tuple: malformed ones may not hash
 
 
 class Reason(enum.StrEnum):
@@ -136,9 +137,9 @@ def matches_node_selector(node: Mapping[str, Any], pod_spec: Mapping[str, Any]) 
 def _requirement_matches(requirement: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
     """One ``NodeSelectorRequirement`` against labels (or fields); malformed requirements match nothing."""
     key = requirement.get("key")
-    if not isinstance(key, str):
-        return False
     operator = requirement.get("operator")
+    if not isinstance(key, str) or operator not in _NODE_SELECTOR_OPERATORS:
+        return False
     wanted = requirement.get("values") or []
     present = key in values
     if operator == "In":
@@ -149,14 +150,15 @@ def _requirement_matches(requirement: Mapping[str, Any], values: Mapping[str, An
         return present
     if operator == "DoesNotExist":
         return not present
-    if operator in ("Gt", "Lt"):
-        if not present or len(wanted) != 1:
-            return False
-        actual, bound = str(values[key]), str(wanted[0])
-        if not (_INT64.fullmatch(actual) and _INT64.fullmatch(bound)):
-            return False
-        return int(actual) > int(bound) if operator == "Gt" else int(actual) < int(bound)
-    return False
+    # Gt or Lt
+    return present and len(wanted) == 1 and _compares(operator, str(values[key]), str(wanted[0]))
+
+
+def _compares(operator: str, actual: str, bound: str) -> bool:
+    """``Gt``/``Lt``: both sides are whole numbers and compare so; anything else matches nothing."""
+    if not (_INT64.fullmatch(actual) and _INT64.fullmatch(bound)):
+        return False
+    return int(actual) > int(bound) if operator == "Gt" else int(actual) < int(bound)
 
 
 def _term_matches(term: Mapping[str, Any], labels: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:

@@ -4,35 +4,35 @@ One entry, :func:`select`, picks N activators for a revision from an in-memory :
 synchronous and deterministic (ties go to the smaller activator name). Picking is greedy, one activator at a time,
 so that score plugins which look at the partial selection (zone spread) can see it.
 
-Plugins (see :mod:`endpointsctl.subsetting.plugins`):
+This module holds the contracts and :func:`select`, and knows no plugin by name. The built-in plugins are in
+:mod:`endpointsctl.subsetting.plugins`; their names, the operator's choice of them (``SubsettingConfig``) and the
+algorithms found through the ``localsched.subsetting`` entry-point group are in
+:mod:`endpointsctl.subsetting.registry`, beside them. The contracts, as Protocols:
 
-- a *filter* is a callable ``(snapshot, request, activator) -> reason | None``. It may define
-  ``cache_key(request) -> Hashable``: its verdicts then depend on the request only through that key and on the
-  snapshot only through its activators and nodes (never its load), and :func:`select` computes the feasible set
-  once per snapshot and key (kube-scheduler's old equivalence-class cache): revisions with the same scheduling
-  constraints share it.
-- a *score* plugin has ``score(snapshot, request, activator, chosen_so_far) -> int``; the result must be 0..100,
-  or any int when it also has ``normalize(scores) -> scores`` mapping the raw scores of all candidates to 0..100.
-  A plugin whose ``uses_chosen`` attribute is False declares that it ignores ``chosen_so_far``: it is scored and
-  normalized once per selection over all feasible activators, instead of once per pick over those left.
-
-Algorithms are swappable: :func:`load_algorithm` resolves :attr:`SubsettingConfig.algorithm` through the
-``localsched.subsetting`` entry-point group, where the built-in :func:`default_algorithm` is ``least-loaded``.
+- :class:`FilterPlugin`: a callable ``(snapshot, request, activator) -> reason | None``. A filter that is also a
+  :class:`CacheableFilter` has ``cache_key(request) -> Hashable``: its verdicts then depend on the request only
+  through that key and on the snapshot only through its activators and nodes (never its load), and :func:`select`
+  computes the feasible set once per snapshot and key (kube-scheduler's old equivalence-class cache): revisions
+  with the same scheduling constraints share it.
+- :class:`ScorePlugin`: ``score(snapshot, request, activator, chosen_so_far) -> int``; the result must be
+  0..:data:`MAX_SCORE`, or any int when the plugin is also a :class:`Normalizer`, whose ``normalize(scores)`` maps
+  the raw scores of all candidates to 0..:data:`MAX_SCORE`. A plugin that is a :class:`DeclaresUsesChosen` with
+  ``uses_chosen`` False declares that it ignores ``chosen_so_far``: it is scored and normalized once per selection
+  over all feasible activators, instead of once per pick over those left (a plugin that does not say is assumed
+  to read it).
+- :class:`Algorithm`: anything with ``select(snapshot, request, n) -> Selection``; :class:`ProfileAlgorithm`, one
+  :class:`Profile` run through :func:`select`, is the built-in one.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from endpointsctl.subsetting import plugins
-
-ENTRY_POINT_GROUP = "localsched.subsetting"
-DEFAULT_ALGORITHM = "least-loaded"
 MAX_SCORE = 100
+"""The best score; every score, after normalization, is in 0..MAX_SCORE."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,22 @@ class Selection:
 
 
 class FilterPlugin(Protocol):
+    """Rejects an activator with a reason, or passes it (None)."""
+
     def __call__(self, snapshot: Snapshot, request: RevisionRequest, activator: Activator, /) -> str | None: ...
 
 
+@runtime_checkable
+class CacheableFilter(FilterPlugin, Protocol):
+    """A filter whose verdicts depend on the request only through ``cache_key(request)`` and on the snapshot only
+    through its activators and nodes: its feasible sets are cached on the snapshot by that key."""
+
+    def cache_key(self, request: RevisionRequest) -> Hashable: ...
+
+
 class ScorePlugin(Protocol):
+    """Scores an activator 0..MAX_SCORE (any int when it is also a :class:`Normalizer`)."""
+
     def score(
         self, snapshot: Snapshot, request: RevisionRequest, activator: Activator, chosen_so_far: tuple[Activator, ...]
     ) -> int: ...
@@ -92,9 +104,26 @@ class ScorePlugin(Protocol):
 
 @runtime_checkable
 class Normalizer(Protocol):
+    """A score plugin that maps the raw scores of all candidates to 0..MAX_SCORE."""
+
     def normalize(self, scores: dict[str, int]) -> dict[str, int]: ...
 
 
+@runtime_checkable
+class DeclaresUsesChosen(Protocol):
+    """A score plugin that says whether its score reads ``chosen_so_far``. False: it is scored once per selection
+    (over all feasible activators), not once per pick. A plugin that does not say is assumed to read it."""
+
+    @property
+    def uses_chosen(self) -> bool: ...
+
+
+def uses_chosen(plugin: ScorePlugin) -> bool:
+    """Whether ``plugin``'s score depends on the partial selection (True unless it declares otherwise)."""
+    return plugin.uses_chosen if isinstance(plugin, DeclaresUsesChosen) else True
+
+
+@runtime_checkable
 class Algorithm(Protocol):
     def select(self, snapshot: Snapshot, request: RevisionRequest, n: int) -> Selection: ...
 
@@ -105,8 +134,17 @@ class PluginError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
+    """Filters in order, and weighted scorers (weight 0 disables one). The plugins' optional capabilities are read
+    once, here: an ``isinstance`` check on a runtime-checkable Protocol is too slow to repeat per selection."""
+
     filters: Sequence[FilterPlugin]
     scorers: Sequence[tuple[ScorePlugin, int]]
+    cacheable: tuple[CacheableFilter, ...] | None = field(init=False, repr=False, compare=False)
+    """The filters, when every one is a :class:`CacheableFilter` (feasible sets are then cached), else None."""
+    static: tuple[tuple[ScorePlugin, int], ...] = field(init=False, repr=False, compare=False)
+    """The enabled scorers that ignore ``chosen_so_far``: scored once per selection."""
+    dynamic: tuple[tuple[ScorePlugin, int], ...] = field(init=False, repr=False, compare=False)
+    """The enabled scorers that read ``chosen_so_far``: scored once per pick."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(self.filters))
@@ -114,52 +152,11 @@ class Profile:
         for plugin, weight in self.scorers:
             if weight < 0:
                 raise ValueError(f"score plugin {_name(plugin)} has a negative weight {weight}")
-
-
-# Explicit registries: name -> factory. Third parties ship whole algorithms through the entry-point group.
-FILTERS: dict[str, Callable[[], FilterPlugin]] = {
-    "ActivatorReady": plugins.ActivatorReady,
-    "NodeEligible": plugins.NodeEligible,
-}
-SCORERS: dict[str, Callable[[], ScorePlugin]] = {
-    "Stickiness": plugins.Stickiness,
-    "LeastLoaded": plugins.LeastLoaded,
-    "ZoneSpread": plugins.ZoneSpread,
-}
-
-DEFAULT_FILTERS = ("ActivatorReady", "NodeEligible")
-# Stickiness outweighs everything else together (300 > 100 + 100), so an unchanged snapshot never reshuffles and
-# a recompute after a loss only replaces what was lost. Zone spread and least-loaded weigh the same; with
-# LeastLoaded normalized against the busiest candidate, balanced loads differ by a few points, so zone spread
-# decides between zones and load decides within a zone.
-DEFAULT_WEIGHTS: Mapping[str, int] = MappingProxyType({"Stickiness": 3, "LeastLoaded": 1, "ZoneSpread": 1})
-
-
-@dataclass(frozen=True)
-class SubsettingConfig:
-    """Which algorithm, and for the built-in one, which filters and score weights (weight 0 disables a scorer)."""
-
-    algorithm: str = DEFAULT_ALGORITHM
-    weights: Mapping[str, int] = field(default_factory=lambda: DEFAULT_WEIGHTS)
-    filters: tuple[str, ...] = DEFAULT_FILTERS
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
-        object.__setattr__(self, "filters", tuple(self.filters))
-        for name in self.filters:
-            if name not in FILTERS:
-                raise ValueError(f"subsetting.filters: unknown filter {name!r}; available: {', '.join(FILTERS)}")
-        for name, weight in self.weights.items():
-            if name not in SCORERS:
-                raise ValueError(f"subsetting.weights: unknown score plugin {name!r}; available: {', '.join(SCORERS)}")
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-                raise ValueError(f"subsetting.weights.{name}: must be a whole number >= 0, got {weight!r}")
-
-    def profile(self) -> Profile:
-        return Profile(
-            filters=[FILTERS[name]() for name in self.filters],
-            scorers=[(SCORERS[name](), weight) for name, weight in self.weights.items() if weight > 0],
-        )
+        cacheable = tuple(check for check in self.filters if isinstance(check, CacheableFilter))
+        object.__setattr__(self, "cacheable", cacheable if len(cacheable) == len(self.filters) else None)
+        enabled = [(plugin, weight) for plugin, weight in self.scorers if weight != 0]
+        object.__setattr__(self, "static", tuple((p, w) for p, w in enabled if not uses_chosen(p)))
+        object.__setattr__(self, "dynamic", tuple((p, w) for p, w in enabled if uses_chosen(p)))
 
 
 @dataclass(frozen=True)
@@ -170,35 +167,6 @@ class ProfileAlgorithm:
 
     def select(self, snapshot: Snapshot, request: RevisionRequest, n: int) -> Selection:
         return select(snapshot, request, n, self.profile)
-
-
-def default_algorithm(config: SubsettingConfig) -> Algorithm:
-    """The built-in ``least-loaded`` algorithm (registered under the ``localsched.subsetting`` entry points)."""
-    return ProfileAlgorithm(config.profile())
-
-
-class UnknownAlgorithmError(LookupError):
-    pass
-
-
-def load_algorithm(config: SubsettingConfig) -> Algorithm:
-    """Resolve ``config.algorithm`` through the entry-point group and build it with ``config``.
-
-    An entry point names a callable ``(SubsettingConfig) -> Algorithm``.
-    """
-    found = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    entry_point = found.get(config.algorithm)
-    if entry_point is None:
-        available = ", ".join(sorted(found)) or "none installed"
-        raise UnknownAlgorithmError(
-            f"subsetting.algorithm: unknown algorithm {config.algorithm!r}; "
-            f"available in entry-point group {ENTRY_POINT_GROUP!r}: {available}"
-        )
-    factory = entry_point.load()
-    algorithm = factory(config)
-    if not callable(getattr(algorithm, "select", None)):
-        raise TypeError(f"subsetting algorithm {config.algorithm!r} ({entry_point.value}) has no select() method")
-    return algorithm  # type: ignore[no-any-return]
 
 
 # -- selection ----------------------------------------------------------------------------------------------------
@@ -212,26 +180,20 @@ class _Feasible:
 
 def select(snapshot: Snapshot, request: RevisionRequest, n: int, profile: Profile) -> Selection:
     """Pick up to ``n`` activators for ``request``: filter, then greedily the best weighted score, ties by name."""
-    feasible = _feasible(snapshot, request, profile.filters)
+    feasible = _feasible(snapshot, request, profile)
     candidates = feasible.activators
     count = min(n, len(candidates))
     if count <= 0:
         return Selection((), len(candidates), feasible.rejected)
 
     static: dict[str, int] = dict.fromkeys((a.name for a in candidates), 0)
-    dynamic: list[tuple[ScorePlugin, int]] = []
-    for plugin, weight in profile.scorers:
-        if weight == 0:
-            continue
-        if getattr(plugin, "uses_chosen", True):
-            dynamic.append((plugin, weight))
-            continue
+    for plugin, weight in profile.static:
         scores = _scores(plugin, snapshot, request, candidates, ())
         for name, value in scores.items():
             static[name] += weight * value
 
     # Candidates by static score, best first; a pick stops looking once no one left can reach the best total.
-    picker = _Picker(snapshot, request, static, tuple(dynamic))
+    picker = _Picker(snapshot, request, static, profile.dynamic)
     order = sorted(candidates, key=lambda a: (-static[a.name], a.name))
     chosen: list[Activator] = []
     taken: set[str] = set()
@@ -309,8 +271,8 @@ def _out_of_range(plugin: object, value: int) -> PluginError:
     return PluginError(f"score plugin {_name(plugin)} returned {value}, outside 0..{MAX_SCORE}")
 
 
-def _feasible(snapshot: Snapshot, request: RevisionRequest, filters: Sequence[FilterPlugin]) -> _Feasible:
-    key = _cache_key(request, filters)
+def _feasible(snapshot: Snapshot, request: RevisionRequest, profile: Profile) -> _Feasible:
+    key = None if profile.cacheable is None else tuple((check, check.cache_key(request)) for check in profile.cacheable)
     if key is not None:
         cached = snapshot._feasible.get(key)
         if cached is not None:
@@ -319,7 +281,7 @@ def _feasible(snapshot: Snapshot, request: RevisionRequest, filters: Sequence[Fi
     rejected: dict[str, str] = {}
     for name in sorted(snapshot.activators):
         activator = snapshot.activators[name]
-        for check in filters:
+        for check in profile.filters:
             reason = check(snapshot, request, activator)
             if reason is not None:
                 rejected[name] = reason
@@ -330,16 +292,6 @@ def _feasible(snapshot: Snapshot, request: RevisionRequest, filters: Sequence[Fi
     if key is not None:
         snapshot._feasible[key] = result
     return result
-
-
-def _cache_key(request: RevisionRequest, filters: Sequence[FilterPlugin]) -> Hashable | None:
-    parts: list[Hashable] = []
-    for check in filters:
-        cache_key = getattr(check, "cache_key", None)
-        if cache_key is None:
-            return None
-        parts.append((check, cache_key(request)))
-    return tuple(parts)
 
 
 def _name(plugin: object) -> str:

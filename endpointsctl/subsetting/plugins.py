@@ -1,19 +1,16 @@
 """The built-in subsetting plugins: two filters and three scorers, each a small frozen dataclass (its fields are
-its args; none needs any yet). Contracts are described in :mod:`endpointsctl.subsetting.framework`."""
+its args; none needs any yet). Their contracts are the Protocols of :mod:`endpointsctl.subsetting.framework`; their
+names are registered in :mod:`endpointsctl.subsetting.registry`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from endpointsctl.subsetting.framework import MAX_SCORE, Activator, RevisionRequest, Snapshot
 from localsched.predicates import node_eligible, node_is_ready
-
-if TYPE_CHECKING:
-    from endpointsctl.subsetting.framework import Activator, RevisionRequest, Snapshot
-
-MAX_SCORE = 100
 
 ACTIVATOR_NOT_READY = "ActivatorNotReady"
 NODE_NOT_FOUND = "NodeNotFound"

@@ -50,7 +50,7 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class KubeRetryPolicy:
     """Retries at the adapter edge: bounded in attempts and time, ``Retry-After`` honoured."""
 
     attempts: int = 6
@@ -72,7 +72,7 @@ def _retryable(method: str) -> Any:
     return retry_if_exception(predicate)
 
 
-def _wait(policy: RetryPolicy) -> Any:
+def _wait(policy: KubeRetryPolicy) -> Any:
     backoff = wait_exponential_jitter(multiplier=policy.initial_backoff, max=policy.max_backoff)
 
     def wait(state: RetryCallState) -> float:
@@ -117,12 +117,12 @@ class KubeClient:
         self,
         api: k8s_client.ApiClient,
         *,
-        retry: RetryPolicy | None = None,
+        retry: KubeRetryPolicy | None = None,
         user_agent: str = "",
         rate_limit: RateLimit | None = None,
     ) -> None:
         self._api = api
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or KubeRetryPolicy()
         self.rate_limit = rate_limit
         if not any(os.environ.get(v) for v in PROXY_VARIABLES):
             # kubernetes_asyncio's session trusts the environment, so aiohttp looks proxies up in it on a worker
@@ -138,7 +138,7 @@ class KubeClient:
         cls,
         kubeconfig: str | None = None,
         *,
-        retry: RetryPolicy | None = None,
+        retry: KubeRetryPolicy | None = None,
         user_agent: str = "localsched",
         rate_limit: RateLimit | None = None,
     ) -> KubeClient:
@@ -405,9 +405,9 @@ __all__ = [
     "MERGE_PATCH",
     "STRATEGIC_PATCH",
     "KubeClient",
+    "KubeRetryPolicy",
     "Obj",
     "RateLimit",
-    "RetryPolicy",
     "describe",
     "truncate",
 ]

@@ -15,6 +15,7 @@ from localsched.kube import resources as rs
 from localsched.kube.client import KubeClient
 from localsched.kube.resources import Resource
 from localsched.kube.watching import WatchCache
+from localsched.predicates import is_ready
 
 __all__ = ["metric_value", "service_account_kubeconfig"]  # re-exported for the tests
 
@@ -58,10 +59,6 @@ def condition(obj: Obj, kind: str) -> str | None:
         if c.get("type") == kind:
             return str(c.get("status"))
     return None
-
-
-def is_ready(pod: Obj) -> bool:
-    return condition(pod, "Ready") == "True"
 
 
 def process_alive(pid: int) -> bool:

@@ -7,14 +7,8 @@ from hypothesis import strategies as st
 
 from endpointsctl.choosing import Size, choose
 from endpointsctl.sizing import Sizing, SizingReason, desired_activators
-from endpointsctl.subsetting.framework import (
-    Activator,
-    RevisionRequest,
-    Selection,
-    Snapshot,
-    SubsettingConfig,
-    default_algorithm,
-)
+from endpointsctl.subsetting.framework import Activator, RevisionRequest, Selection, Snapshot
+from endpointsctl.subsetting.registry import SubsettingConfig, default_algorithm
 
 NAMES = ("a", "b", "c", "d", "e")
 REQUEST = RevisionRequest("ns/rev", {"containers": [{"name": "c"}]})

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from endpointsctl.app import SUPERVISOR, create_app
 from endpointsctl.settings import Settings, Subsetting
-from endpointsctl.subsetting.framework import SubsettingConfig, UnknownAlgorithmError
+from endpointsctl.subsetting.registry import SubsettingConfig, UnknownAlgorithmError
 
 
 def bare_app() -> web.Application:

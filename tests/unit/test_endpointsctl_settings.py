@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import pytest
 
-from endpointsctl.settings import from_args, parse_weights
-from endpointsctl.subsetting.framework import DEFAULT_FILTERS, DEFAULT_WEIGHTS
+from endpointsctl.settings import SETTINGS, from_args, parse_weights
+from endpointsctl.subsetting.registry import DEFAULT_FILTERS, DEFAULT_WEIGHTS
 from localsched.settings import SettingsError
 
 
@@ -61,12 +63,37 @@ def test_weights_and_filters_come_from_env() -> None:
                      id="renew-deadline-beyond-the-lease"),
         pytest.param({"LOCALSCHED_RETRY_PERIOD_SECONDS": "12"}, "LOCALSCHED_RENEW_DEADLINE_SECONDS",
                      id="retry-period-beyond-the-renew-deadline"),
-        pytest.param({"LOCALSCHED_LOG_LEVEL": "loud"}, "LOCALSCHED_LOG_LEVEL", id="log-level"),
+        pytest.param({"LOCALSCHED_LOG_LEVEL": "loud"}, "LOCALSCHED_LOG_LEVEL='loud' is invalid: one of DEBUG",
+                     id="log-level"),
+        pytest.param({"LOCALSCHED_LOG_FORMAT": "xml"}, "LOCALSCHED_LOG_FORMAT='xml' is invalid: one of text, json",
+                     id="log-format"),
     ],
 )  # fmt: skip
 def test_a_bad_setting_fails_fast_naming_its_key(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         from_args([], env=env)
+
+
+def test_log_format_is_a_choice_from_flag_or_env() -> None:
+    assert from_args([], env={}).log_format == "text"
+    assert from_args([], env={"LOCALSCHED_LOG_FORMAT": "Json"}).log_format == "json"
+    assert from_args(["--log-format", "text"], env={"LOCALSCHED_LOG_FORMAT": "json"}).log_format == "text"
+
+
+def test_a_bad_log_format_flag_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        from_args(["--log-format", "xml"], env={})
+    assert exited.value.code == 2
+    assert "--log-format: invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_every_documented_default_given_explicitly_changes_nothing() -> None:
+    """The table's defaults (what --help, docs/configuration.md and manifests/config.yaml show) are the real ones:
+    setting each to its shown default yields the settings of an empty environment (but for the random identity)."""
+    explicit = {s.env: s.shown_default for s in SETTINGS}
+    given, implied = from_args([], env=explicit), from_args([], env={})
+    assert given.leader.identity.rpartition("_")[0] == implied.leader.identity.rpartition("_")[0]
+    assert replace(given, leader=implied.leader) == implied
 
 
 def test_a_bad_flag_is_named_as_the_flag() -> None:

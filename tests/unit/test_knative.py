@@ -64,6 +64,42 @@ def test_names_follow_the_knative_contract() -> None:
     assert knative.deployment_name("hello-00001") == "hello-00001-deployment"
     assert knative.private_service_name("hello-00001") == "hello-00001-private"
     assert knative.activation_endpoints_name("hello-00001") == "hello-00001-activationendpoints"
+    assert knative.PRIVATE_SERVICE_SELECTOR == "networking.internal.knative.dev/serviceType=Private"
+
+
+@pytest.mark.parametrize(
+    ("service", "revision"),
+    [
+        pytest.param("hello-00001-private", "hello-00001", id="private-service"),
+        pytest.param("hello-00001", None, id="public-service"),
+        pytest.param("hello-00001-activationendpoints", None, id="our-output"),
+    ],
+)
+def test_a_private_service_name_gives_back_its_revision(service: str, revision: str | None) -> None:
+    assert knative.revision_of_private_service(service) == revision
+    if revision is not None:
+        assert knative.private_service_name(revision) == service
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        pytest.param({knative.REVISION_LABEL: "r-1"}, ["ns/r-1"], id="revision-label"),
+        pytest.param({}, [], id="no-label"),
+        pytest.param({knative.REVISION_LABEL: ""}, [], id="empty-label"),
+        pytest.param({"other": "r-2"}, [], id="other-label-not-asked-for"),
+    ],
+)
+def test_the_revision_index_keys_objects_by_namespace_and_revision_label(
+    labels: dict[str, str], expected: list[str]
+) -> None:
+    assert knative.revision_key_of({"metadata": {"namespace": "ns", "name": "x", "labels": labels}}) == expected
+
+
+def test_the_revision_index_takes_the_first_label_present() -> None:
+    obj = {"metadata": {"namespace": "ns", "name": "x", "labels": {"other": "r-2"}}}
+
+    assert knative.revision_key_of(obj, (knative.REVISION_LABEL, "other")) == ["ns/r-2"]
 
 
 def test_annotation_constants_have_both_spellings() -> None:

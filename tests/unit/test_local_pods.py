@@ -15,11 +15,17 @@ from activator.scheduling import (
     adoption_patch,
     claim_order,
     current_replicaset,
-    revision_key_of,
     stand_in,
 )
 from activator.tracking import FOR_REVISION_LABEL, SCHEDULED_BY_LABEL, is_stand_in, revision_of_pod
-from localsched.knative import CONFIGURATION_LABEL, REVISION_LABEL, REVISION_UID_LABEL, SERVICE_LABEL, Revision
+from localsched.knative import (
+    CONFIGURATION_LABEL,
+    REVISION_LABEL,
+    REVISION_UID_LABEL,
+    SERVICE_LABEL,
+    Revision,
+    revision_key_of,
+)
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from localsched.kube.watching import Event, WatchCache

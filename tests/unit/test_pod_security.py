@@ -21,8 +21,14 @@ RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"
 
 def violations(pod: dict[str, Any]) -> list[str]:
     """What the restricted profile refuses in a pod spec (empty: admitted), plus a read-only root filesystem."""
-    found: list[str] = []
     pod_sc = pod.get("securityContext") or {}
+    containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    return [*pod_violations(pod), *(found for c in containers for found in container_violations(c, pod_sc))]
+
+
+def pod_violations(pod: dict[str, Any]) -> list[str]:
+    """What the restricted profile refuses at the pod level."""
+    found: list[str] = []
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
             found.append(f"{field} is set")
@@ -30,35 +36,42 @@ def violations(pod: dict[str, Any]) -> list[str]:
         kinds = set(volume) - {"name"}
         if not kinds <= RESTRICTED_VOLUMES:
             found.append(f"volume {volume['name']} is of type {sorted(kinds - RESTRICTED_VOLUMES)}")
-    if pod_sc.get("sysctls"):
+    if (pod.get("securityContext") or {}).get("sysctls"):
         found.append("sysctls are set")
-    containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
-    for container in containers:
-        name, sc = container["name"], container.get("securityContext") or {}
-        if sc.get("privileged"):
-            found.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            found.append(f"{name}: allowPrivilegeEscalation is not false")
-        if not (
-            sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is None)
-        ):
-            found.append(f"{name}: runAsNonRoot is not true")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-            found.append(f"{name}: runAsUser is 0")
-        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            found.append(f"{name}: seccompProfile is {seccomp or 'unset'}, not RuntimeDefault or Localhost")
-        capabilities = sc.get("capabilities") or {}
-        if "ALL" not in (capabilities.get("drop") or []):
-            found.append(f"{name}: capabilities do not drop ALL")
-        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
-            found.append(f"{name}: capabilities add {sorted(set(capabilities['add']) - {'NET_BIND_SERVICE'})}")
-        if sc.get("procMount", "Default") != "Default":
-            found.append(f"{name}: procMount is {sc['procMount']}")
-        if any(port.get("hostPort") for port in container.get("ports") or []):
-            found.append(f"{name}: hostPort is set")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            found.append(f"{name}: the root filesystem is writable (the daemons write no file)")
+    return found
+
+
+def container_violations(container: dict[str, Any], pod_sc: dict[str, Any]) -> list[str]:
+    """What the restricted profile refuses in one container (``pod_sc``: the pod's securityContext, its defaults)."""
+    found: list[str] = []
+    name, sc = container["name"], container.get("securityContext") or {}
+    if sc.get("privileged"):
+        found.append(f"{name}: privileged")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        found.append(f"{name}: allowPrivilegeEscalation is not false")
+    if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is None)):
+        found.append(f"{name}: runAsNonRoot is not true")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+        found.append(f"{name}: runAsUser is 0")
+    seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        found.append(f"{name}: seccompProfile is {seccomp or 'unset'}, not RuntimeDefault or Localhost")
+    found.extend(f"{name}: {problem}" for problem in capability_violations(sc.get("capabilities") or {}))
+    if sc.get("procMount", "Default") != "Default":
+        found.append(f"{name}: procMount is {sc['procMount']}")
+    if any(port.get("hostPort") for port in container.get("ports") or []):
+        found.append(f"{name}: hostPort is set")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        found.append(f"{name}: the root filesystem is writable (the daemons write no file)")
+    return found
+
+
+def capability_violations(capabilities: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    if "ALL" not in (capabilities.get("drop") or []):
+        found.append("capabilities do not drop ALL")
+    if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+        found.append(f"capabilities add {sorted(set(capabilities['add']) - {'NET_BIND_SERVICE'})}")
     return found
 
 

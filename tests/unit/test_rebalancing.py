@@ -2,13 +2,8 @@ from typing import Any
 
 from endpointsctl.assignments import Assignments
 from endpointsctl.rebalancing import fair_share, rebalance_onto
-from endpointsctl.subsetting.framework import (
-    Activator,
-    RevisionRequest,
-    Snapshot,
-    SubsettingConfig,
-    default_algorithm,
-)
+from endpointsctl.subsetting.framework import Activator, RevisionRequest, Snapshot
+from endpointsctl.subsetting.registry import SubsettingConfig, default_algorithm
 
 ALGORITHM = default_algorithm(SubsettingConfig())
 ZONES = ("zone-a", "zone-b", "zone-c")

@@ -1,4 +1,6 @@
 import importlib.metadata
+import subprocess
+import sys
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -6,18 +8,12 @@ from typing import Any
 import pytest
 
 from endpointsctl.subsetting.framework import (
-    DEFAULT_WEIGHTS,
-    ENTRY_POINT_GROUP,
     Activator,
     PluginError,
     Profile,
     ProfileAlgorithm,
     RevisionRequest,
     Snapshot,
-    SubsettingConfig,
-    UnknownAlgorithmError,
-    default_algorithm,
-    load_algorithm,
     select,
 )
 from endpointsctl.subsetting.plugins import (
@@ -27,6 +23,14 @@ from endpointsctl.subsetting.plugins import (
     Stickiness,
     ZoneSpread,
     scheduling_key,
+)
+from endpointsctl.subsetting.registry import (
+    DEFAULT_WEIGHTS,
+    ENTRY_POINT_GROUP,
+    SubsettingConfig,
+    UnknownAlgorithmError,
+    default_algorithm,
+    load_algorithm,
 )
 
 GPU_TAINT = {"key": "gpu", "value": "yes", "effect": "NoSchedule"}
@@ -389,7 +393,7 @@ def test_an_unknown_algorithm_names_the_available_ones() -> None:
 
 def test_a_third_party_algorithm_is_found_by_its_entry_point_name(monkeypatch: pytest.MonkeyPatch) -> None:
     third_party = importlib.metadata.EntryPoint(
-        name="third-party", value="endpointsctl.subsetting.framework:default_algorithm", group=ENTRY_POINT_GROUP
+        name="third-party", value="endpointsctl.subsetting.registry:default_algorithm", group=ENTRY_POINT_GROUP
     )
     real = importlib.metadata.entry_points
 
@@ -400,6 +404,30 @@ def test_a_third_party_algorithm_is_found_by_its_entry_point_name(monkeypatch: p
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
     assert isinstance(load_algorithm(SubsettingConfig(algorithm="third-party")), ProfileAlgorithm)
+
+
+def test_an_entry_point_that_builds_no_algorithm_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = importlib.metadata.EntryPoint(name="broken", value="builtins:repr", group=ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+
+    def entry_points(**params: Any) -> Any:
+        found = list(real(**params))
+        return [*found, broken] if params.get("group") == ENTRY_POINT_GROUP else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+    with pytest.raises(TypeError, match=r"'broken' \(builtins:repr\) has no select\(\) method"):
+        load_algorithm(SubsettingConfig(algorithm="broken"))
+
+
+def test_the_framework_does_not_import_its_plugins() -> None:
+    code = (
+        "import sys, endpointsctl.subsetting.framework;"
+        "print(sorted(m for m in sys.modules if m.startswith('endpointsctl.subsetting.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert loaded.strip() == "['endpointsctl.subsetting.framework']"
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ from hypothesis import strategies as st
 
 from endpointsctl.subsetting.framework import (
     Activator,
+    Normalizer,
     Profile,
     RevisionRequest,
     Selection,
     Snapshot,
-    SubsettingConfig,
     select,
+    uses_chosen,
 )
+from endpointsctl.subsetting.registry import SubsettingConfig
 from localsched.predicates import node_eligible, node_is_ready
 
 ZONES = ["zone-a", "zone-b", "zone-c", ""]
@@ -82,11 +84,11 @@ def reference_select(snapshot: Snapshot, request: RevisionRequest, n: int, profi
 
     def scores(plugin: Any, candidates: list[Activator], so_far: tuple[Activator, ...]) -> dict[str, int]:
         raw = {a.name: plugin.score(snapshot, request, a, so_far) for a in candidates}
-        return plugin.normalize(raw) if hasattr(plugin, "normalize") else raw
+        return plugin.normalize(raw) if isinstance(plugin, Normalizer) else raw
 
     static = {a.name: 0 for a in feasible}
     for plugin, weight in profile.scorers:
-        if not getattr(plugin, "uses_chosen", True):
+        if not uses_chosen(plugin):
             for name, value in scores(plugin, feasible, ()).items():
                 static[name] += weight * value
     chosen: list[Activator] = []
@@ -94,7 +96,7 @@ def reference_select(snapshot: Snapshot, request: RevisionRequest, n: int, profi
         remaining = [a for a in feasible if a not in chosen]
         totals = dict(static)
         for plugin, weight in profile.scorers:
-            if getattr(plugin, "uses_chosen", True):
+            if uses_chosen(plugin):
                 for name, value in scores(plugin, remaining, tuple(chosen)).items():
                     totals[name] += weight * value
         chosen.append(min(remaining, key=lambda a: (-totals[a.name], a.name)))
