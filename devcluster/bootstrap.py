@@ -7,7 +7,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from devcluster.applying import apply, load_yaml, project_objects
+from devcluster.applying import apply, install, load_yaml
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 
@@ -41,9 +41,8 @@ async def bootstrap() -> None:
             raise RuntimeError("the Revision CRD was not Established within 30s")
         autoscaling = {"name": "config-autoscaler", "namespace": KNATIVE_NAMESPACE}
         await apply(client, {"kind": "ConfigMap", "metadata": autoscaling, "data": AUTOSCALER_CONFIG})
-        # localsched itself, as a user would install it: the CRDs, then the kustomize base.
-        for obj in project_objects():
-            await apply(client, obj)
+        # localsched itself, as a user would install it: the kustomize base (the CRD first), as this server takes it.
+        await install(client)
         # There is no cluster DNS here: the activators find the autoscaler stand-in through their optional
         # ConfigMap, as an operator would point them at a non-default autoscaler address.
         autoscaler = os.environ.get("DEVCLUSTER_AUTOSCALER_URL", "")
