@@ -1,4 +1,4 @@
-"""Which activators serve which revision, and the reverse index (DESIGN.md: activator or node loss recomputes
+"""Which activators serve which revision, and the reverse index (docs/subsetting.md: activator or node loss recomputes
 only the affected revisions).
 
 Every operation costs O(size of the change): ``set`` touches only the activators added to or removed from one

@@ -1,4 +1,4 @@
-"""The ActivationEndpoints controller: for every Revision, N activators, published (DESIGN.md, "endpointsctl").
+"""The ActivationEndpoints controller: for every Revision, N activators, published (docs/subsetting.md).
 
 Inputs are watch caches (Revisions and ActivationEndpoints in all namespaces, the activator pods, Nodes, the
 revisions' private EndpointSlices, config-autoscaler) and outputs are written through a :class:`Writer` that skips

@@ -1,4 +1,4 @@
-"""How many activators N a revision gets (DESIGN.md, "endpointsctl: ActivationEndpoints").
+"""How many activators N a revision gets (docs/subsetting.md, "How N is computed").
 
 Pure and total: invalid input never raises. It yields a usable N plus an error condition that names the bad
 value, so a controller can write the condition to `status` and keep serving the revision.
