@@ -48,7 +48,7 @@ from tests.integration.kit import (
 ACTIVATOR_SELECTOR = "app.kubernetes.io/name=activator"
 OURS = "app.kubernetes.io/managed-by=endpointsctl"
 TBC_ZERO = {"autoscaling.knative.dev/target-burst-capacity": "0"}  # N = 2 (Knative's minimum)
-THIRDPARTY = Path(__file__).resolve().parent.parent / "fixtures" / "thirdparty_subsetting"
+THIRDPARTY = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "subsetting-plugin"  # its package
 LEASE_SECONDS, RETRY_SECONDS = 4.0, 0.5  # the tests' own controllers: quick handover
 
 

@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 CONSTRAINTS = REPO / "constraints.txt"
 PLUGIN_EXAMPLE = REPO / "manifests" / "examples" / "subsetting-plugin"
-PLUGIN_FIXTURE = REPO / "tests" / "fixtures" / "thirdparty_subsetting"
 DEVELOPMENT_ONLY = {"devcluster", "loadtest", "tests"}
 LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "extra": ""}
 
@@ -158,13 +157,6 @@ def test_the_version_label_defaults_to_the_release() -> None:
         rest.partition("=")[0]: rest.partition("=")[2] for keyword, rest in instructions(DOCKERFILE) if keyword == "ARG"
     }
     assert args["VERSION"] == pyproject()["project"]["version"]
-
-
-def test_the_example_plugin_is_the_one_the_integration_tests_install() -> None:
-    module = "preferred_zone_subsetting.py"
-    assert (PLUGIN_EXAMPLE / module).read_text() == (PLUGIN_FIXTURE / module).read_text(), (
-        f"copy {PLUGIN_FIXTURE / module} to {PLUGIN_EXAMPLE}/"
-    )
 
 
 def test_the_example_configmap_selects_the_example_algorithm() -> None:
