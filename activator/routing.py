@@ -116,8 +116,8 @@ def identify(
     both are present; only one of them, or a value that is not a Kubernetes name (namespace: DNS-1123 label,
     revision: DNS-1123 subdomain), raises :class:`BadRevisionHeaders`: the caller meant to name a revision and
     got it wrong, which deserves a 400 rather than a Host-based guess. Without those headers, ``host`` is matched
-    case-insensitively against ``{rev}.{ns}.svc`` and ``{rev}.{ns}.svc.{cluster_domain}``, port and a trailing
-    dot ignored.
+    case-insensitively (in ASCII: a non-ASCII host names nothing) against ``{rev}.{ns}.svc`` and
+    ``{rev}.{ns}.svc.{cluster_domain}``, port and a trailing dot ignored.
     """
     namespace = headers.get(NAMESPACE_HEADER)
     revision = headers.get(REVISION_HEADER)
@@ -149,6 +149,8 @@ def _from_headers(namespace: str | None, revision: str | None) -> RevisionRef:
 
 
 def _from_host(host: str, cluster_domain: str) -> RevisionRef | None:
+    if not host.isascii():  # str.lower() maps the Kelvin sign to "k": DNS names compare in ASCII only (RFC 4343)
+        return None
     hostname = _strip_port(host.strip()).lower().rstrip(".")
     domain = cluster_domain.strip().lower().strip(".")
     for suffix in (".svc", f".svc.{domain}") if domain else (".svc",):
