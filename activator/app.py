@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from activator.coldstart import ColdStarts
 from activator.forwarding import Forwarder, new_session
 from activator.journal import Journal
+from activator.listening import Listener
 from activator.metrics import GcPauses, Metrics, ThrottlerCollector
 from activator.proxying import Proxy
 from activator.recovering import STANDALONE, Recovery
@@ -108,7 +109,11 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                                  hold=reporter.hold if local else None,
                                  release=reporter.release if local else None)  # fmt: skip
         closing.append(cold_starts.close)
-        forwarder = Forwarder(session, connect_timeout=settings.forwarding.connect_timeout_seconds)
+        forwarder = Forwarder(
+            session,
+            connect_timeout=settings.forwarding.connect_timeout_seconds,
+            max_body_bytes=settings.server.max_body_bytes,
+        )
         proxy = Proxy(settings, tracker, forwarder, metrics, journal, reporter)
         runtime = Runtime(kube, tracker, cold_starts, journal, proxy, caches=caches)
         collector = ThrottlerCollector(tracker.throttlers.items)
@@ -194,8 +199,9 @@ async def _proxy_handler(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
-    # client_max_size only limits bodies read whole; the proxy streams, so uploads of any size pass through.
-    app = web.Application(handler_args={"max_field_size": 16384})
+    # client_max_size only limits bodies read whole; the proxy streams bodies (limited by --max-body-bytes).
+    # The connections' own limits (header sizes, idle time, how many) are the listener's: activator/listening.py.
+    app = web.Application()
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else daemon_registry()
     app[METRICS] = Metrics.create(app[REGISTRY])
@@ -244,7 +250,11 @@ async def serve(settings: Settings) -> None:
     admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
     await runner.setup()
     await admin_runner.setup()
-    await web.TCPSite(runner, server.bind_address, server.port, backlog=1024).start()
+    metrics = app[METRICS]
+    listener = Listener(runner, max_connections=server.max_connections, idle_timeout=server.idle_timeout_seconds,
+                        open_connections=metrics.open_connections, refused=metrics.connections_refused,
+                        refusals=metrics.refusals)  # fmt: skip
+    await listener.start(server.bind_address, server.port)
     await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
     log.info("activator on node %s listening on %s:%d (admin :%d)", settings.identity.node_name,
              server.bind_address, server.port, server.admin_port)  # fmt: skip
@@ -265,6 +275,7 @@ async def serve(settings: Settings) -> None:
     queued = sum(t.queue_depth + t.in_flight for _, t in runtime.tracker.throttlers.items())
     log.info("draining: unready now, serving %.1fs more (%d requests in the house)", server.drain_seconds, queued)
     await asyncio.sleep(server.drain_seconds)
-    await runner.cleanup()  # stop listening; wait for in-flight and queued requests; then close the runtime
+    listener.close()  # stop listening
+    await runner.cleanup()  # wait for in-flight and queued requests; then close the runtime
     await admin_runner.cleanup()
     log.info("activator stopped")

@@ -7,9 +7,10 @@ the retry decision (``retrying.retry_reason``) can tell "never reached the pod" 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -60,10 +61,34 @@ class UpstreamFailed(Exception):
     """The pod failed after the response had started: nothing more can be said to the client."""
 
 
+class BodyTooLarge(Exception):
+    """The request body passed the activator's limit (``--max-body-bytes``) while it was being streamed."""
+
+
+class LimitedBody:
+    """A request body streamed through, stopped once it passes ``limit`` bytes (a chunked body has no length to
+    refuse it by upfront). ``exceeded`` tells the forwarder why the upstream request failed."""
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self.content = content
+        self.limit = limit
+        self.sent = 0
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.content.iter_chunked(CHUNK):
+            self.sent += len(chunk)
+            if self.sent > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body over {self.limit} bytes")
+            yield chunk
+
+
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout: float, max_body_bytes: int = 0) -> None:
         self.session = session
         self.connect_timeout = connect_timeout
+        self.max_body_bytes = max_body_bytes
 
     async def forward(
         self,
@@ -77,7 +102,9 @@ class Forwarder:
         ``on_headers`` is called when the pod's response headers arrive (its first byte)."""
         url = f"{endpoint.url}{request.rel_url}"
         headers = forward_headers(request.headers, client_ip=request.remote)
-        body = request.content if request.body_exists else None
+        limited = LimitedBody(request.content, self.max_body_bytes) if self.max_body_bytes else None
+        body: Any = (limited or request.content) if request.body_exists else None
+        deadline = asyncio.get_running_loop().time() + timeout
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, connect=self.connect_timeout, sock_connect=self.connect_timeout
         )
@@ -85,7 +112,11 @@ class Forwarder:
             upstream = await self.session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
             )
-        except aiohttp.ClientOSError as exc:
+        except Exception as exc:
+            if limited is not None and limited.exceeded:
+                raise BodyTooLarge(f"request body over {self.max_body_bytes} bytes") from exc
+            if not isinstance(exc, aiohttp.ClientOSError):
+                raise
             unacknowledged = exc.errno == errno.ETIMEDOUT and not isinstance(exc, aiohttp.ClientConnectorError)
             if unacknowledged and body is None:
                 raise NotDelivered(f"{endpoint.url} never acknowledged the request ({exc})") from exc
@@ -104,8 +135,12 @@ class Forwarder:
                 response.content_length = upstream.content_length
             await response.prepare(request)
             try:
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
+                # The revision's timeout bounds the whole exchange, writes to the client included: a client that
+                # stops reading holds the pod's connection until then, never longer (what is buffered meanwhile
+                # is bounded by the transports' flow control).
+                async with asyncio.timeout_at(deadline):
+                    async for chunk in upstream.content.iter_chunked(CHUNK):
+                        await response.write(chunk)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamFailed(f"{endpoint.url} failed mid-response: {exc!r}") from exc
             await response.write_eof()

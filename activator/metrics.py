@@ -32,6 +32,8 @@ class Metrics:
     local_skips: Counter
     local_pods: Counter
     gc_pauses: Histogram
+    open_connections: Gauge
+    connections_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -69,6 +71,12 @@ class Metrics:
             gc_pauses=Histogram("activator_gc_pause_seconds",
                                 "Python garbage collections, by generation: every request waits while one runs.",
                                 ["generation"], buckets=PAUSE_BUCKETS, registry=registry),
+            open_connections=Gauge("activator_open_connections",
+                                   "Client connections open on the proxy port (limit: --max-connections).",
+                                   registry=registry),
+            connections_refused=Counter("activator_connections_refused_total",
+                                        "Client connections answered 503 and closed at once because "
+                                        "--max-connections were open.", registry=registry),
         )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -19,16 +20,16 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from tenacity import RetryCallState
 
-from activator.forwarding import Forwarder, UpstreamFailed
+from activator.forwarding import BodyTooLarge, Forwarder, UpstreamFailed
 from activator.journal import Journal
 from activator.metrics import Metrics
 from activator.reporting import Reporter
 from activator.retrying import NotDelivered, RetryPolicy, retry_reason, retrying
-from activator.routing import PROBE_VALUE, BadRevisionHeaders, identify, is_probe
+from activator.routing import PROBE_VALUE, BadRevisionHeaders, RevisionRef, identify, is_probe
 from activator.settings import Settings
 from activator.throttling import ActivationTimeout, Endpoint, QueueFull
 from activator.tracking import Tracker
-from localsched.knative import KnativeValueError
+from localsched.knative import KnativeValueError, Revision
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,19 @@ class Refusal:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return web.Response(status=self.status, text=self.message + "\n", headers=headers)
 
+
+class Refused(Exception):
+    """A request the activator answers itself; ``ref`` names the revision when it is a known one."""
+
+    def __init__(self, refusal: Refusal, ref: RevisionRef | None = None) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+        self.namespace = ref.namespace if ref is not None else ""
+        self.name = ref.name if ref is not None else ""
+
+
+# A "%" not followed by two hex digits (RFC 3986 section 2.1): such a target cannot be forwarded as it came.
+BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # What a forward raises when it failed without an answer; ``retry_reason`` tells which never reached the pod.
 UNREACHED = (aiohttp.ClientError, NotDelivered)
@@ -81,21 +95,9 @@ class Proxy:
         if is_probe(request.headers):
             return web.Response(text=PROBE_VALUE)
         try:
-            ref = identify(request.headers, request.host, self.settings.cluster_domain)
-        except BadRevisionHeaders as exc:
-            return self._refuse("", "", Refusal(400, "bad_headers", f"bad routing headers: {exc}"))
-        if ref is None:
-            return self._refuse("", "", Refusal(404, "no_revision", (
-                "no revision named: send Knative-Serving-Namespace and Knative-Serving-Revision headers, "
-                "or Host: {revision}.{namespace}.svc")))  # fmt: skip
-        try:
-            revision = self.tracker.revision(ref.key)
-        except KnativeValueError as exc:
-            return self._refuse(ref.namespace, ref.name, Refusal(500, "invalid_revision", (
-                f"revision {ref.key} has an invalid spec ({exc}); fix the revision")))  # fmt: skip
-        if revision is None:  # counted without the names the client chose: no client mints metric series
-            return self._refuse("", "", Refusal(404, "unknown_revision", (
-                f"revision {ref.key} not found; check the namespace and revision names")))  # fmt: skip
+            ref, revision = self._target(request)
+        except Refused as refused:
+            return self._refuse(refused.namespace, refused.name, refused.refusal)
 
         started = time.monotonic()
         labels = (ref.namespace, ref.name)
@@ -111,6 +113,44 @@ class Proxy:
         finally:
             self.reporter.request_out(ref.key)
             self._count(labels, status, time.monotonic() - started)
+
+    def _target(self, request: web.Request) -> tuple[RevisionRef, Revision]:
+        """The revision ``request`` is for, if it may be sent there; else :class:`Refused` says why not."""
+        refused = self._unservable(request)
+        if refused is not None:
+            raise Refused(refused)
+        try:
+            ref = identify(request.headers, request.host, self.settings.cluster_domain)
+        except BadRevisionHeaders as exc:
+            raise Refused(Refusal(400, "bad_headers", f"bad routing headers: {exc}")) from exc
+        if ref is None:
+            raise Refused(Refusal(404, "no_revision", (
+                "no revision named: send Knative-Serving-Namespace and Knative-Serving-Revision headers, "
+                "or Host: {revision}.{namespace}.svc")))  # fmt: skip
+        try:
+            revision = self.tracker.revision(ref.key)
+        except KnativeValueError as exc:
+            raise Refused(Refusal(500, "invalid_revision", (
+                f"revision {ref.key} has an invalid spec ({exc}); fix the revision")), ref) from exc  # fmt: skip
+        if revision is None:  # counted without the names the client chose: no client mints metric series
+            raise Refused(Refusal(404, "unknown_revision", (
+                f"revision {ref.key} not found; check the namespace and revision names")))  # fmt: skip
+        limit = self.settings.server.max_body_bytes
+        if limit and (request.content_length or 0) > limit:
+            raise Refused(Refusal(413, "body_too_large", (
+                f"request body of {request.content_length} bytes is over the limit of {limit}")), ref)  # fmt: skip
+        return ref, revision
+
+    @staticmethod
+    def _unservable(request: web.Request) -> Refusal | None:
+        """What no revision could be sent, whatever it is: an upgrade (WebSocket) or a malformed request target."""
+        if request.headers.get("Upgrade") and "upgrade" in request.headers.get("Connection", "").lower():
+            return Refusal(501, "upgrade_unsupported", (
+                "this activator does not proxy protocol upgrades (WebSocket); send upgrade requests to the "
+                "revision's Service directly"))  # fmt: skip
+        if BAD_PERCENT.search(request.raw_path):
+            return Refusal(400, "bad_request_target", "invalid percent-encoding in the request target")
+        return None
 
     def _count(self, labels: tuple[str, str], status: int, seconds: float) -> None:
         """Count an answered request; the metrics' children are looked up once per revision and code class."""
@@ -168,6 +208,8 @@ class Proxy:
                         response = await attempt()
         except UpstreamFailed:
             raise  # the response had started: the connection is cut, nothing more can be said
+        except BodyTooLarge as exc:
+            return self._refuse(namespace, name, Refusal(413, "body_too_large", f"{exc}: not forwarded whole"))
         except (QueueFull, ActivationTimeout, TimeoutError, *UNREACHED) as exc:
             past_deadline = loop.time() >= deadline
             return self._refuse(namespace, name, self._refusal(exc, key, timeout, past_deadline, len(tried)))

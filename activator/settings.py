@@ -25,6 +25,11 @@ class Server:
     admin_port: int = 9090
     drain_seconds: float = 5.0  # keep serving after SIGTERM while readiness fails, so routing moves away
     shutdown_timeout_seconds: float = 45.0  # then in-flight and queued requests get this long to finish
+    # A connection that sends no complete request head this long after it opened or after its last response is
+    # closed: idle keep-alive connections, and clients that trickle their headers (activator/listening.py).
+    idle_timeout_seconds: float = 60.0
+    max_connections: int = 4096  # client connections open at once; one more is answered 503 and closed
+    max_body_bytes: int = 0  # a request body larger than this is refused with 413 (0: no limit, as Knative)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,12 @@ SETTINGS: tuple[Setting, ...] = (
             "away", Server.drain_seconds),
     Setting("--shutdown-timeout-seconds", "then give in-flight and queued requests this long to finish",
             Server.shutdown_timeout_seconds),
+    Setting("--idle-timeout-seconds", "close a connection that sends no complete request head this long after "
+            "it opened or after its last response (idle keep-alive, or trickled headers)", Server.idle_timeout_seconds),
+    Setting("--max-connections", "client connections open at once; one more is answered 503 at once and closed",
+            Server.max_connections),
+    Setting("--max-body-bytes", "refuse a request body larger than this with 413 (0: no limit)",
+            Server.max_body_bytes),
     Setting("--queue-limit", "requests that may wait per revision; beyond it, 503 with Retry-After",
             Throttling.queue_limit),
     Setting("--activation-timeout-seconds", "how long a request may wait for capacity (a cold start) before a "
@@ -139,6 +150,9 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             admin_port=whole("--admin-port", Server.admin_port, 1, 65535),
             drain_seconds=number("--drain-seconds", Server.drain_seconds, allow_zero=True),
             shutdown_timeout_seconds=number("--shutdown-timeout-seconds", Server.shutdown_timeout_seconds),
+            idle_timeout_seconds=number("--idle-timeout-seconds", Server.idle_timeout_seconds),
+            max_connections=whole("--max-connections", Server.max_connections, 1),
+            max_body_bytes=whole("--max-body-bytes", Server.max_body_bytes, 0),
         ),
         throttling=Throttling(
             queue_limit=whole("--queue-limit", Throttling.queue_limit, 1),

@@ -5,7 +5,8 @@ Standard library only, so it starts in tens of milliseconds. Settings from the e
 listens (a slow cold start), ``POD_NAME``/``NODE_NAME``/``POD_NAMESPACE`` (downward API) to report.
 
 Endpoints: ``GET /`` answers JSON (pod, node, requests, in-flight, max in-flight); ``?sleep=S`` holds the request
-S seconds (concurrency tests); ``POST /upload`` streams the body and answers its size and sha256;
+S seconds (concurrency tests); ``GET /bytes?n=N`` streams N bytes (slow-reader tests; counted in flight until
+the last byte is written or the client is gone); ``POST /upload`` streams the body and answers its size and sha256;
 ``GET /stats`` the counters; ``GET /healthz`` 200 (503 after ``POST /admin/unready``, until
 ``POST /admin/ready``: lets tests prove readiness probes are really executed).
 
@@ -97,6 +98,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/stats":
             self._json(200, {**IDENTITY, **STATS.snapshot()})
             return
+        if url.path == "/bytes":
+            self._bytes(int(parse_qs(url.query).get("n", ["0"])[0]))
+            return
         STATS.enter()
         try:
             delay = float(parse_qs(url.query).get("sleep", ["0"])[0])
@@ -104,6 +108,22 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(min(delay, 60.0))
             headers = {k: v for k, v in self.headers.items() if k.lower().startswith(("k-", "knative-", "x-"))}
             self._json(200, {**IDENTITY, **STATS.snapshot(), "path": url.path, "headers": headers})
+        finally:
+            STATS.leave()
+
+    def _bytes(self, size: int) -> None:
+        STATS.enter()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            block = b"x" * 65536
+            while size > 0:
+                self.wfile.write(block[: min(size, len(block))])
+                size -= len(block)
+        except OSError:
+            self.close_connection = True  # the reader went away
         finally:
             STATS.leave()
 

@@ -181,11 +181,9 @@ def test_the_checker_reports_unknown_metrics_labels_and_values(checker: Checker)
     assert checker.problems("sum by (node) (endpointsctl_leader)") == [
         "by (node): not a label of ['endpointsctl_leader']"
     ]
-    assert checker.problems('activator_refusals_total{reason="queue_ful"}') == [
-        "activator_refusals_total{reason='queue_ful'}: not one of "
-        "('bad_headers', 'no_revision', 'unknown_revision', 'invalid_revision', 'queue_full', "
-        "'activation_timeout', 'connect_failed', 'upstream_error', 'request_timeout')"
-    ]
+    [typo] = checker.problems('activator_refusals_total{reason="queue_ful"}')
+    assert typo.startswith("activator_refusals_total{reason='queue_ful'}: not one of (")
+    assert "'queue_full'" in typo
     assert checker.problems('activator_refusals_total{code="503"}') == ["activator_refusals_total{code}: no such label"]
     assert checker.problems("x", legend="{{path}}") == ["no activator_/endpointsctl_ metric in 'x'"]
     assert checker.problems("activator_queue_depth", legend="{{path}}") == [
