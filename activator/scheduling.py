@@ -53,7 +53,6 @@ from localsched.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-LOCAL_SCHEDULING_ANNOTATION = "localsched.dev/local-scheduling"  # "false" on a Revision: never schedule it here
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 CLAIM_GATE = "localsched.dev/claimed"  # readiness gate: a stand-in is Ready in the API only once its replica is won
@@ -182,7 +181,7 @@ class LocalPath:
 
     def _refusal(self, revision: Revision, replicaset: Obj | None) -> str | None:
         """Why this node must not take the pod, or None (everything from caches: no API call)."""
-        if revision.annotations.get(LOCAL_SCHEDULING_ANNOTATION, "").lower() == "false":
+        if not revision.local_scheduling:
             return "DisabledForRevision"
         if replicaset is None:
             return "NoReplicaSet"

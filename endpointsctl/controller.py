@@ -87,6 +87,7 @@ class Controller:
         self._node_dependent: set[str] = set()  # revisions whose N comes from the number of nodes
         self._requests: dict[str, RevisionRequest] = {}
         self._rejected: dict[str, tuple[tuple[str, ...], str]] = {}  # key -> (addresses, server message)
+        self._status_refused: dict[str, int] = {}  # key -> the generation whose status the server refused
         self._rebalance_timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- caches ---------------------------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class Controller:
         self._node_dependent.clear()
         self._requests.clear()
         self._rejected.clear()
+        self._status_refused.clear()
         self.writer.clear()
 
     async def _resync(self) -> None:
@@ -428,15 +430,35 @@ class Controller:
         fresh = self.writer.current(self.caches["activationendpoints"], meta["name"], meta["namespace"]) or ae
         previous = fresh.get("status") or {}
         new = status.status(meta["name"], outcome, previous, timestamps.now())
-        await self.writer.replace_status(r.ACTIVATION_ENDPOINTS, fresh, new)
+        try:
+            await self.writer.replace_status(r.ACTIVATION_ENDPOINTS, fresh, new)
+        except Invalid as exc:
+            self._status_refused_by_server(fresh, outcome, exc)
+            return
+        self._status_refused.pop(revision_key(meta["namespace"], meta["name"]), None)
         if self.recorder is not None:
             self.recorder.record_transitions(fresh, previous, new, WARNING_CONDITIONS)
+
+    def _status_refused_by_server(self, ae: Obj, outcome: status.Outcome, exc: Invalid) -> None:
+        """The server validates the whole object on a status write (1.20 does): one stored before its CRD's schema
+        forbade its spec gets no new status until the spec is fixed, and retrying cannot help. Say so once per
+        generation, as a Warning Event on it, and wait for the edit (which queues the revision again); the slice and
+        the Service were published before the status, so the revision is served meanwhile."""
+        key = revision_key(ae["metadata"]["namespace"], ae["metadata"]["name"])
+        if self._status_refused.get(key) == outcome.generation:
+            return
+        self._status_refused[key] = outcome.generation
+        message = (f"status not updated: the API server refuses this object as it is stored, so its status stays "
+                   f"as it was until its spec is fixed: {exc.args[0]}")  # fmt: skip
+        log.warning("%s: %s", key, message)
+        if self.recorder is not None:
+            self.recorder.record(ae, "Warning", "StatusRefused", message)
 
     def _forget(self, key: str) -> None:
         self.assignments.remove_revision(key)
         for keyed in (self._short, self._node_dependent):
             keyed.discard(key)
-        for mapping in (self._requests, self._rejected):
+        for mapping in (self._requests, self._rejected, self._status_refused):
             mapping.pop(key, None)
         namespace, name = key.split("/", 1)
         for gauge in (self.metrics.subset_size, self.metrics.desired_subset_size):

@@ -30,6 +30,8 @@ SERVICE_LABEL = "serving.knative.dev/service"
 SERVICE_TYPE_LABEL = "networking.internal.knative.dev/serviceType"
 PRIVATE_SERVICE_SELECTOR = f"{SERVICE_TYPE_LABEL}=Private"
 
+# localsched's own: "false" keeps a revision off local scheduling (the standard path on every activator).
+LOCAL_SCHEDULING_ANNOTATION = "localsched.dev/local-scheduling"
 # Autoscaling annotations: the current spelling first, the legacy camelCase one second.
 MAX_SCALE_ANNOTATION = "autoscaling.knative.dev/max-scale"
 MAX_SCALE_ANNOTATION_LEGACY = "autoscaling.knative.dev/maxScale"
@@ -320,6 +322,7 @@ class Revision:
     target_burst_capacity: float | None = None
     pod_spec: dict[str, Any] = field(default_factory=dict)
     container_port: int = DEFAULT_CONTAINER_PORT
+    local_scheduling: bool = True  # LOCAL_SCHEDULING_ANNOTATION "false": the activators never schedule it locally
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Revision:
@@ -355,6 +358,9 @@ class Revision:
         tbc = _annotation(
             sources, (TARGET_BURST_CAPACITY_ANNOTATION, TARGET_BURST_CAPACITY_ANNOTATION_LEGACY), _burst_capacity
         )
+        local = annotations.get(LOCAL_SCHEDULING_ANNOTATION, template_annotations.get(LOCAL_SCHEDULING_ANNOTATION))
+        if local is not None and str(local).lower() not in ("true", "false"):
+            raise RevisionSpecError(LOCAL_SCHEDULING_ANNOTATION, local, 'must be "true" or "false"')
         if min_scale and max_scale and 0 < max_scale.value < min_scale.value:
             raise RevisionSpecError(min_scale.key, min_scale.raw, f"must be <= {max_scale.key} ({max_scale.value})")
 
@@ -375,6 +381,7 @@ class Revision:
             target_burst_capacity=tbc.value if tbc else None,
             pod_spec={k: copy.deepcopy(v) for k, v in spec.items() if k not in _NON_POD_SPEC_FIELDS},
             container_port=_container_port(spec),
+            local_scheduling=local is None or str(local).lower() == "true",
         )
 
     @property

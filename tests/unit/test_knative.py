@@ -451,3 +451,15 @@ def test_autoscaler_config_rejects_bad_value_naming_key_and_value(key: str, raw:
 def test_autoscaler_config_validates_direct_construction() -> None:
     with pytest.raises(AutoscalerConfigError, match="activator-capacity"):
         AutoscalerConfig(activator_capacity=0)
+
+
+@pytest.mark.parametrize(("value", "local"), [(None, True), ("true", True), ("False", False), ("false", False)])
+def test_the_local_scheduling_annotation_is_true_or_false(value: str | None, local: bool) -> None:
+    annotations = {} if value is None else {knative.LOCAL_SCHEDULING_ANNOTATION: value}
+    assert Revision.from_object(revision_object(annotations)).local_scheduling is local
+
+
+@pytest.mark.parametrize("value", ["maybe", "0", "no", ""])
+def test_any_other_local_scheduling_value_is_refused_naming_the_key(value: str) -> None:
+    with pytest.raises(RevisionSpecError, match=r"localsched\.dev/local-scheduling"):
+        Revision.from_object(revision_object({knative.LOCAL_SCHEDULING_ANNOTATION: value}))
