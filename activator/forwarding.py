@@ -102,6 +102,8 @@ class Forwarder:
         ``on_headers`` is called when the pod's response headers arrive (its first byte)."""
         url = f"{endpoint.url}{request.rel_url}"
         headers = forward_headers(request.headers, client_ip=request.remote)
+        if is_websocket(request):
+            return await self.forward_websocket(request, endpoint, on_headers=on_headers)
         limited = LimitedBody(request.content, self.max_body_bytes) if self.max_body_bytes else None
         body: Any = (limited or request.content) if request.body_exists else None
         deadline = asyncio.get_running_loop().time() + timeout
@@ -145,6 +147,72 @@ class Forwarder:
                 raise UpstreamFailed(f"{endpoint.url} failed mid-response: {exc!r}") from exc
             await response.write_eof()
             return response
+
+    async def forward_websocket(
+        self, request: web.Request, endpoint: Endpoint, *, on_headers: Callable[[], None] | None = None
+    ) -> web.StreamResponse:
+        """Open the WebSocket to the pod first (a refused connect is retried elsewhere, as any request), then
+        accept the client's and relay messages both ways until either side closes. The revision's timeout does not
+        apply to an open WebSocket (as in Knative); the request stays in flight as long as it is open."""
+        headers = forward_headers(request.headers, client_ip=request.remote)
+        for name in WEBSOCKET_HANDSHAKE:
+            headers.popall(name, None)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        try:
+            upstream = await self.session.ws_connect(
+                f"{endpoint.url}{request.rel_url}", headers=headers, protocols=offered, autoclose=False,
+                max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+            )  # fmt: skip
+        except aiohttp.WSServerHandshakeError as exc:  # the pod answered, without switching protocols
+            return web.Response(status=exc.status or 502, text=f"the revision refused the WebSocket: {exc.message}\n")
+        if on_headers is not None:
+            on_headers()
+        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        await relay_websockets(client, upstream)
+        return client
+
+
+# The client's handshake headers: the activator makes its own handshake with the pod (aiohttp's key and version).
+WEBSOCKET_HANDSHAKE = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+                       "Sec-WebSocket-Protocol", "Sec-WebSocket-Accept")  # fmt: skip
+
+
+def is_websocket(request: web.Request) -> bool:
+    """A WebSocket opening handshake (RFC 6455 section 4.1): ``Upgrade: websocket`` with ``Connection: upgrade``."""
+    connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
+    return request.headers.get("Upgrade", "").strip().lower() == "websocket" and "upgrade" in connection
+
+
+async def _relay(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                 sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:  # fmt: skip
+    """Every message from ``source`` to ``sink`` until ``source`` closes; then close ``sink`` with its code."""
+    async for message in source:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+    await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+
+
+async def relay_websockets(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Both directions until either side closes; the other is closed with the same code."""
+    tasks = [asyncio.ensure_future(_relay(client, upstream)), asyncio.ensure_future(_relay(upstream, client))]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await upstream.close()
 
 
 def _complete(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from tenacity import RetryCallState
 
-from activator.forwarding import BodyTooLarge, Forwarder, UpstreamFailed
+from activator.forwarding import BodyTooLarge, Forwarder, UpstreamFailed, is_websocket
 from activator.journal import Journal
 from activator.metrics import Metrics
 from activator.reporting import Reporter
@@ -144,10 +144,11 @@ class Proxy:
     @staticmethod
     def _unservable(request: web.Request) -> Refusal | None:
         """What no revision could be sent, whatever it is: an upgrade (WebSocket) or a malformed request target."""
-        if request.headers.get("Upgrade") and "upgrade" in request.headers.get("Connection", "").lower():
+        upgrade = request.headers.get("Upgrade") and "upgrade" in request.headers.get("Connection", "").lower()
+        if upgrade and not is_websocket(request):
             return Refusal(501, "upgrade_unsupported", (
-                "this activator does not proxy protocol upgrades (WebSocket); send upgrade requests to the "
-                "revision's Service directly"))  # fmt: skip
+                f"this activator proxies WebSocket upgrades only, not {request.headers['Upgrade']!r}; send such "
+                "requests to the revision's Service directly"))  # fmt: skip
         if BAD_PERCENT.search(request.raw_path):
             return Refusal(400, "bad_request_target", "invalid percent-encoding in the request target")
         return None

@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import os
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -238,11 +240,10 @@ async def test_http10_pipelining_expect_continue_chunked_and_upgrades(
     assert status_of(chunked) == 200
     assert hashlib.sha256(b"hello world").hexdigest().encode() in chunked
 
-    upgrade = await raw(activator, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        b"Connection: close\r\n" + routing + b"\r\n")  # fmt: skip
+    h2c = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    upgrade = await raw(activator, b"GET / HTTP/1.1\r\nHost: x\r\n" + h2c + routing + b"\r\n")
     assert status_of(upgrade) == 501
-    assert b"WebSocket" in upgrade
+    assert b"WebSocket upgrades only" in upgrade
     assert await activator.metric(http, "activator_refusals_total", reason="upgrade_unsupported") == 1
 
 
@@ -270,3 +271,34 @@ async def test_a_client_gone_while_queued_frees_its_slot_and_the_cold_start_goes
         answer = await http.get(f"{activator.url}/", headers=headers, timeout=60)
         assert answer.status_code == 200
         assert await activator.metric(http, "activator_cold_starts_total", revision="gone-00001") == 1
+
+
+async def test_a_websocket_is_relayed_through_a_cold_start_both_ways(
+    cluster: Cluster, kube: KubeClient, namespace: str, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    echo = sample_revision("echo-00001", namespace, command=[sys.executable, "-m", "devcluster.echoapp"])
+    await create_revision(kube, echo)
+    async with (
+        running_activator(cluster, kube, http, tmp_path, node="node-1", ip=ACTIVATOR_IP) as activator,
+        aiohttp.ClientSession() as session,
+    ):
+        headers = activator.headers(namespace, "echo-00001")
+        async with session.ws_connect(f"{activator.url}/ws", headers=headers, protocols=["chat.v2", "chat.v1"],
+                                      timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:  # fmt: skip
+            assert ws.protocol == "chat.v2"  # negotiated with the pod, end to end
+            await ws.send_str("hello through a cold start")
+            assert (await ws.receive(timeout=30)).data == "hello through a cold start"
+            payload = os.urandom(300_000)
+            await ws.send_bytes(payload)
+            assert (await ws.receive(timeout=10)).data == payload
+            assert await activator.metric(http, "activator_in_flight_requests", revision="echo-00001") == 1
+        assert ws.close_code == aiohttp.WSCloseCode.OK
+
+        async def released() -> bool:
+            return await activator.metric(http, "activator_in_flight_requests", revision="echo-00001") == 0
+
+        await poll_until(released, 10, "the closed WebSocket to leave the in-flight count")
+        cold_starts = await activator.metric(
+            http, "activator_cold_starts_total", revision="echo-00001", outcome="ready"
+        )
+        assert cold_starts == 1
