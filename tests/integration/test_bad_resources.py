@@ -83,7 +83,7 @@ async def kept_serving(
             codes.append((await http.get(url, headers=headers)).status_code)
             if stop.is_set():
                 return
-            await asyncio.sleep(0.02)  # paces the traffic (some 40 requests a second), synchronises nothing; noqa: sleep-ok
+            await asyncio.sleep(0.02)  # paces the traffic (40 requests a second); noqa: sleep-ok
 
     task = asyncio.create_task(loop(), name="healthy-traffic")
 
