@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STATE_DIR ?= $(HOME)/.local/state/localsched/devcluster
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries lint unit integration test demo down status clean bench proto
+.PHONY: all venv binaries lint unit integration test demo down status clean bench chaos proto
 
 all: test
 
@@ -65,6 +65,12 @@ bench: binaries $(VENV)/.bench
 	$(PY) -m loadtest kubelet --pods 60 --profile
 	$(PY) -m loadtest warm --rounds 2 --seconds 3
 	$(PY) -m loadtest subsetting
+
+# Faults under steady load on a fresh devcluster of its own (ports 37000+, 127.40.x; it waits for a test session's
+# devcluster to go first), one scenario after another, about 5 minutes; results in loadtest/results/chaos.{md,json},
+# docs/chaos.md explains them. Exits 1 when the system missed an expectation, 2 when the harness itself failed.
+chaos: binaries
+	$(PY) -m loadtest chaos
 
 demo: binaries
 	$(BIN)/devcluster --state-dir $(STATE_DIR) up

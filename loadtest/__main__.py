@@ -14,6 +14,7 @@ BENCHMARKS = {
     "kubelet": ("loadtest.kubelet_burst", "the simulated kubelet under a burst of pods, with a profile"),
     "warm": ("loadtest.warm_path", "requests through the activator vs straight to the pod"),
     "subsetting": ("loadtest.subsetting_sim", "activator subsetting at scale, in process"),
+    "chaos": ("loadtest.chaos", "faults under steady load (nodes, activators, leader, API server, etcd, autoscaler)"),
 }
 
 
