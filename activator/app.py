@@ -250,12 +250,16 @@ async def serve(settings: Settings) -> None:
     admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
     await runner.setup()
     await admin_runner.setup()
+    await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
+    # Listen for requests only once the watch caches hold the cluster: before that every revision would look
+    # unknown (404). Until then a connection is refused, which a gateway retries on another activator.
+    log.info("waiting for the watch caches to sync before listening on :%d", server.port)
+    await asyncio.gather(*(cache.synced.wait() for cache in app[RUNTIME].caches))
     metrics = app[METRICS]
     listener = Listener(runner, max_connections=server.max_connections, idle_timeout=server.idle_timeout_seconds,
                         open_connections=metrics.open_connections, refused=metrics.connections_refused,
                         refusals=metrics.refusals)  # fmt: skip
     await listener.start(server.bind_address, server.port)
-    await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
     log.info("activator on node %s listening on %s:%d (admin :%d)", settings.identity.node_name,
              server.bind_address, server.port, server.admin_port)  # fmt: skip
     # Everything loaded so far (modules, classes, settings, the clients) lives as long as the process: moved out

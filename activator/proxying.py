@@ -119,6 +119,9 @@ class Proxy:
         refused = self._unservable(request)
         if refused is not None:
             raise Refused(refused)
+        if not self.tracker.synced():  # serve() listens only once synced; an app served otherwise may not be
+            raise Refused(Refusal(503, "starting", "the activator is starting (its watch caches are not synced); "
+                                  "retry", retry_after=self.settings.throttling.retry_after_seconds))  # fmt: skip
         try:
             ref = identify(request.headers, request.host, self.settings.cluster_domain)
         except BadRevisionHeaders as exc:
