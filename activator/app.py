@@ -245,8 +245,11 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings)
     admin = create_admin_app(app)
     server = settings.server
+    # handler_cancellation: a client that goes away cancels its request, as a Go server's request context does
+    # for Knative's activator: a queued one frees its slot at once (the cold start goes on for the others), a
+    # forwarded one releases its pod.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=server.shutdown_timeout_seconds,
-                           access_log=None)  # fmt: skip
+                           access_log=None, handler_cancellation=True)  # fmt: skip
     admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
     await runner.setup()
     await admin_runner.setup()

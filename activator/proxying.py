@@ -56,6 +56,9 @@ class Refused(Exception):
         self.name = ref.name if ref is not None else ""
 
 
+# Counted (as nginx logs it) for a request whose client closed the connection before its answer.
+CLIENT_CLOSED = 499
+
 # A "%" not followed by two hex digits (RFC 3986 section 2.1): such a target cannot be forwarded as it came.
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -109,6 +112,9 @@ class Proxy:
             return response
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED  # the client went away (aiohttp cancels its handler): not the revision's error
             raise
         finally:
             self.reporter.request_out(ref.key)
