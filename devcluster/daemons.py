@@ -9,13 +9,38 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
+
+T = TypeVar("T")
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    error: type[Exception] = AssertionError,
+) -> T:
+    """Poll ``check`` (an HTTP endpoint, say) until it returns something truthy; ``error`` after ``timeout``.
+
+    For state with no watch to wait on (a process's metrics, an HTTP answer). A deadline bounds it; the interval
+    only paces the polling."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise error(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)  # paces a deadline-bounded poll, not synchronisation
 
 
 async def service_account_token(kube: KubeClient, namespace: str, name: str) -> str:

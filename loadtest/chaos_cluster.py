@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster import binaries, controlplane, pki
 from devcluster.controlplane import ClusterSpec
-from devcluster.daemons import container_pid
+from devcluster.daemons import container_pid, poll_until
 from devcluster.samples import sample_revision
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
@@ -305,15 +305,5 @@ def holder_pod(holder: str, pods: list[Obj]) -> Obj | None:
 
 
 async def poll(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll the coroutine function ``check`` until it returns something truthy; HarnessError after ``timeout``.
-
-    For state with no watch to wait on (a process's metrics, an HTTP answer); the interval only paces it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+    """:func:`devcluster.daemons.poll_until`, failing the harness (HarnessError) rather than a check."""
+    return await poll_until(check, timeout, what, interval, error=HarnessError)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from devcluster.activators import metric_value, service_account_kubeconfig
+from devcluster.daemons import poll_until
 from localsched.kube import resources as rs
 from localsched.kube.client import KubeClient
 from localsched.kube.resources import Resource
 from localsched.kube.watching import WatchCache
 from localsched.predicates import is_ready
 
-__all__ = ["metric_value", "service_account_kubeconfig"]  # re-exported for the tests
+__all__ = ["metric_value", "poll_until", "service_account_kubeconfig"]  # re-exported for the tests
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -68,22 +68,6 @@ def process_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(") ", 1)[1][0] != "Z"
-
-
-async def poll_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``check`` (an HTTP endpoint, say) until it returns something truthy; AssertionError after ``timeout``.
-
-    For state with no watch to wait on. A deadline bounds it; the interval only paces the polling.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)  # paces a deadline-bounded poll, not synchronisation; noqa: sleep-ok
 
 
 async def create_revision(kube: KubeClient, revision: Obj) -> None:
