@@ -55,10 +55,13 @@ class Runtime:
     supervisor: Supervisor = field(default_factory=Supervisor)
     caches: list[WatchCache] = field(default_factory=list)
     draining: bool = False
+    listening: bool = True  # serve() holds it False until the proxy port listens (after the caches sync)
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if not self.listening:
+            return False, "not listening yet"
         if not self.supervisor.healthy:
             return False, f"background task failed: {self.supervisor.failed}"
         if not all(c.synced.is_set() for c in self.caches):
@@ -252,6 +255,7 @@ async def serve(settings: Settings) -> None:
                            access_log=None, handler_cancellation=True)  # fmt: skip
     admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
     await runner.setup()
+    app[RUNTIME].listening = False
     await admin_runner.setup()
     await web.TCPSite(admin_runner, server.bind_address, server.admin_port).start()
     # Listen for requests only once the watch caches hold the cluster: before that every revision would look
@@ -263,6 +267,7 @@ async def serve(settings: Settings) -> None:
                         open_connections=metrics.open_connections, refused=metrics.connections_refused,
                         refusals=metrics.refusals)  # fmt: skip
     await listener.start(server.bind_address, server.port)
+    app[RUNTIME].listening = True
     log.info("activator on node %s listening on %s:%d (admin :%d)", settings.identity.node_name,
              server.bind_address, server.port, server.admin_port)  # fmt: skip
     # Everything loaded so far (modules, classes, settings, the clients) lives as long as the process: moved out
