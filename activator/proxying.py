@@ -89,6 +89,7 @@ class Proxy:
         self.policy = RetryPolicy(
             max_attempts=settings.forwarding.max_attempts, suspect_seconds=settings.forwarding.suspect_seconds
         )
+        self._synced = False  # the caches, once synced, stay so: checked until then, not per request
         self._requests: dict[tuple[str, str, str], Counter] = {}
         self._durations: dict[tuple[str, str], Histogram] = {}
         # After a first attempt that never reached a pod: the attempts left.
@@ -125,7 +126,7 @@ class Proxy:
         refused = self._unservable(request)
         if refused is not None:
             raise Refused(refused)
-        if not self.tracker.synced():  # serve() listens only once synced; an app served otherwise may not be
+        if not self._synced and not self._check_synced():  # serve() listens only once synced; others may not
             raise Refused(Refusal(503, "starting", "the activator is starting (its watch caches are not synced); "
                                   "retry", retry_after=self.settings.throttling.retry_after_seconds))  # fmt: skip
         try:
@@ -149,6 +150,10 @@ class Proxy:
             raise Refused(Refusal(413, "body_too_large", (
                 f"request body of {request.content_length} bytes is over the limit of {limit}")), ref)  # fmt: skip
         return ref, revision
+
+    def _check_synced(self) -> bool:
+        self._synced = self.tracker.synced()
+        return self._synced
 
     @staticmethod
     def _unservable(request: web.Request) -> Refusal | None:
