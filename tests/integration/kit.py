@@ -90,3 +90,25 @@ async def scale_ready(kube: KubeClient, namespace: str, revision: str, replicas:
     selector = f"serving.knative.dev/revision={revision}"
     async with watching(kube, rs.PODS, namespace, label_selector=selector) as pods:
         return await wait_for(pods, lambda c: (p := [x for x in c if is_ready(x)]) and len(p) == replicas and p)
+
+
+def most_serving_at_once(answers: list[tuple[float, str]], terminating_at: dict[str, float]) -> tuple[int, set[str]]:
+    """The most pods known to serve at one moment, and which: ``answers`` are (when a client got it, pod).
+
+    A pod serves from the moment any activator forwards to it, Ready in the API or not; the answers a client gets
+    from it are moments it served (a little after each forward). So a pod is counted serving from its first answer
+    until its last one, or until its deletion was seen if that is earlier (a terminating pod has left the
+    endpoints; it only drains). Not beyond its last answer: a stand-in whose activator died before handing it over
+    is still Running, but nothing can forward to it (it never turns Ready in the API), so it does not serve, and
+    the restarted activator deletes it later (docs/local-scheduling.md)."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for at, pod in sorted(answers):
+        first.setdefault(pod, at)
+        last[pod] = at
+    most, at_most = 0, set()
+    for at in sorted(first.values()):
+        serving = {p for p, start in first.items() if start <= at <= min(last[p], terminating_at.get(p, float("inf")))}
+        if len(serving) > most:
+            most, at_most = len(serving), serving
+    return most, at_most

@@ -12,7 +12,8 @@ Invariants:
 
 1. **maxScale.** At no event of a pod watch are more of a revision's pods Running, Ready and not terminating than
    its maxScale; at no event of a Deployment watch are its replicas above it; nor did more pods serve at once by
-   the answers (a pod serves from its first answer until its deletion is seen).
+   the answers (a pod serves from its first answer to its last, or until its deletion is seen: a stand-in whose
+   activator was killed before handing it over stays Running, but nothing forwards to it any more).
 2. **No leaked pod.** Once every request is answered and the killed activator is back, every pod an activator wrote
    (label ``localsched.dev/scheduled-by``) is its ReplicaSet's, or gone, within ``LEAK_DEADLINE``. The grace the
    code gives a stand-in (docs/local-scheduling.md, ``activator/recovering.py``): its creator's cold start hands it
@@ -59,7 +60,7 @@ from localsched.kube.errors import NotFound
 from localsched.kube.watching import Event, WatchCache
 from localsched.predicates import is_ready
 from tests.integration.activators import NodeActivator, daemonset_activators
-from tests.integration.kit import wait_for, watching
+from tests.integration.kit import most_serving_at_once, wait_for, watching
 
 SEED_ENV = "LOCALSCHED_TEST_SEED"
 SYSTEM_NAMESPACE = "localsched-system"
@@ -472,19 +473,6 @@ async def leak_check(observer: Observer) -> float:
                 f"{(meta.get('annotations') or {}).get(CREATOR)}, still without its ReplicaSet {LEAK_DEADLINE:.0f}s "
                 f"after the last answer; conditions {pod.get('status', {}).get('conditions')}")))  # fmt: skip
     return time.monotonic() - started
-
-
-def most_serving_at_once(answers: list[tuple[float, str]], terminating_at: dict[str, float]) -> tuple[int, set[str]]:
-    """The most pods serving at one moment, where a pod serves from its first answer until its deletion is seen."""
-    first: dict[str, float] = {}
-    for at, pod in sorted(answers):
-        first.setdefault(pod, at)
-    most, at_most = 0, set()
-    for at, _ in sorted(answers):
-        serving = {p for p, start in first.items() if start <= at < terminating_at.get(p, math.inf)}
-        if len(serving) > most:
-            most, at_most = len(serving), serving
-    return most, at_most
 
 
 def check_answers(plan: Plan, observer: Observer, outcomes: list[Outcome]) -> None:

@@ -22,7 +22,7 @@ from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.watching import Event, WatchCache
 from tests.integration.activators import NodeActivator, daemonset_activators
-from tests.integration.kit import create_revision, is_ready, poll_until, wait_for, watching
+from tests.integration.kit import create_revision, is_ready, most_serving_at_once, poll_until, wait_for, watching
 
 SCHEDULED_BY = "localsched.dev/scheduled-by"
 
@@ -73,22 +73,6 @@ class RevisionWatch:
 def owned_by_replicaset(pod: Obj) -> bool:
     return any(o.get("kind") == "ReplicaSet" and o.get("controller") for o in pod["metadata"].get("ownerReferences")
                or [])  # fmt: skip
-
-
-def most_serving_at_once(answers: list[tuple[float, str]], terminating_at: dict[str, float]) -> tuple[int, set[str]]:
-    """The most pods serving at one moment, where a pod serves from its first answer until its deletion is seen.
-
-    A pod serves from the moment any activator forwards to it, Ready in the API or not; the first answer a client
-    gets from it is a moment it served (a little after the forward)."""
-    first: dict[str, float] = {}
-    for at, pod in sorted(answers):
-        first.setdefault(pod, at)
-    most, at_most = 0, set()
-    for at, _ in sorted(answers):
-        serving = {p for p, start in first.items() if start <= at < terminating_at.get(p, float("inf"))}
-        if len(serving) > most:
-            most, at_most = len(serving), serving
-    return most, at_most
 
 
 @contextlib.asynccontextmanager
