@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.daemons import daemon_env, peak_rss_bytes, running_daemon, service_account_token
+from devcluster.network import enter_for
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
 from localsched.kube.errors import NotFound
@@ -138,6 +139,6 @@ async def running_activator(
     base = {**await activator_config(kube), "NODE_NAME": node, "POD_IP": ip, "KUBECONFIG": str(kubeconfig),
             "LOCALSCHED_BIND_ADDRESS": ip, "LOCALSCHED_DRAIN_SECONDS": "0.5"}  # fmt: skip
     log = tmp / f"activator-{ip}.log"
-    async with running_daemon("activator", env=daemon_env(base, settings), log=log,
+    async with running_daemon("activator", env=daemon_env(base, settings), log=log, prefix=enter_for(ip),
                               ready_url=f"http://{ip}:9090/readyz", http=http) as process:  # fmt: skip
         yield Activator(node, ip, process, log)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devcluster import applying, binaries, controlplane, demo
+from devcluster import applying, binaries, controlplane, demo, network, versions
 from devcluster.controlplane import DEFAULT_STATE_DIR, ClusterError, ClusterSpec
 from localsched.kube.client import KubeClient
 
@@ -21,12 +21,14 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    mode, ip_base = network.layout(args.network, args.ip_base, loopback="127.20", netns="10.244")
     spec = ClusterSpec(
         state_dir=_state_dir(args),
         nodes=args.nodes,
         zones=tuple(z for z in args.zones.split(",") if z),
         port_base=args.port_base,
-        ip_base=args.ip_base,
+        ip_base=ip_base,
+        network=mode,
         node_cpu=args.node_cpu,
         node_memory=args.node_memory,
         kubelet_timing=args.kubelet_timing,
@@ -57,6 +59,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         "hang-node": controlplane.hang_node,
         "resume-node": controlplane.resume_node,
         "revive-node": controlplane.revive_node,
+        "partition-node": controlplane.partition_node,
+        "heal-node": controlplane.heal_node,
     }[args.command]
     action(args.name, _state_dir(args))
     print(f"{args.command}: {args.name}")
@@ -130,9 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="PORT",
                     help="where the cluster's ports start: etcd is at +1 (its peer port +2), kube-apiserver at +3, "
                     "the autoscaler stand-in at +4 (env DEVCLUSTER_PORT_BASE; default %(default)s)")  # fmt: skip
-    up.add_argument("--ip-base", default=os.environ.get("DEVCLUSTER_IP_BASE", "127.20"), metavar="A.B",
-                    help="first two octets of the nodes' loopback addresses: node i is A.B.i.1, its pods A.B.i.2 "
-                    "to A.B.i.254 (env DEVCLUSTER_IP_BASE; default %(default)s)")  # fmt: skip
+    up.add_argument("--network", choices=("auto", *network.MODES),
+                    default=os.environ.get("DEVCLUSTER_NETWORK", "auto"),
+                    help="the pod network: netns, a network namespace per node on a bridge, with pod addresses any "
+                    "Kubernetes version accepts (root); loopback, addresses in 127.0.0.0/8 (any user, Kubernetes "
+                    "1.20 only); auto, netns where it can be built (env DEVCLUSTER_NETWORK; default %(default)s; "
+                    "docs/devcluster.md)")  # fmt: skip
+    up.add_argument("--ip-base", default=os.environ.get("DEVCLUSTER_IP_BASE"), metavar="A.B",
+                    help="first two octets of the cluster's addresses: node i is A.B.i.1, its pods A.B.i.2 to "
+                    "A.B.i.254; with netns the host side is A.B.0.1 (env DEVCLUSTER_IP_BASE; default 127.20 for "
+                    "loopback, 10.244 for netns)")  # fmt: skip
     up.add_argument("--node-cpu", default="4", metavar="QUANTITY",
                     help="CPU each node offers (capacity and allocatable, a Kubernetes quantity); a pod that does "
                     "not fit fails with OutOfcpu, as on a kubelet (default %(default)s)")  # fmt: skip
@@ -165,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
          "Resume a hung node: its kubelet and pods continue (SIGCONT) and its packets flow again."),
         ("revive-node", "start a killed node's kubelet again",
          "Start a killed node's simulated kubelet again; its pods are started anew, as after a reboot."),
+        ("partition-node", "cut a node off from the API server only (netns network)",
+         "Drop, in the node's namespace, its packets to the API server: its heartbeats and its pods' API calls "
+         "time out while its pods keep serving. `heal-node` undoes it."),
+        ("heal-node", "reconnect a partitioned node to the API server",
+         "Let a partitioned node reach the API server again."),
     ):  # fmt: skip
         node = _command(sub, name, summary, description, cmd_node)
         node.add_argument("name", help="the node, e.g. node-2 (`kubectl get nodes` lists them)")
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
-    except (ClusterError, binaries.BinariesError) as exc:
+    except (ClusterError, binaries.BinariesError, network.NetworkError, versions.VersionError) as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     return result

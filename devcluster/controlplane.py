@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devcluster import binaries, kubeconfig, pki
+from devcluster import binaries, kubeconfig, network, pki, versions
+from devcluster.network import Network
 from localsched.predicates import node_is_ready
 
 DEFAULT_STATE_DIR = Path(os.environ.get("LOCALSCHED_STATE_DIR", Path.home() / ".local/state/localsched/devcluster"))
@@ -49,7 +50,8 @@ class ClusterSpec:
     nodes: int = 3
     zones: tuple[str, ...] = ("zone-a", "zone-b", "zone-c")
     port_base: int = 17000
-    ip_base: str = "127.20"  # node i (1-based) gets 127.20.i.0/24
+    ip_base: str = "127.20"  # node i (1-based) gets A.B.i.0/24: loopback addresses, or a private range for netns
+    network: str = "loopback"  # or "netns" (devcluster/network.py); the CLI resolves "auto"
     node_cpu: str = "4"
     node_memory: str = "8Gi"
     node_monitor_grace_seconds: int = 8
@@ -78,12 +80,16 @@ class ClusterSpec:
         return self.port_base + 4
 
     @property
+    def net(self) -> Network:
+        return Network(self.network, self.ip_base, tag=f"lsdc{self.port_base}")
+
+    @property
     def autoscaler_url(self) -> str:
-        return f"ws://127.0.0.1:{self.autoscaler_port}/"
+        return f"ws://{self.net.host_ip}:{self.autoscaler_port}/"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.net.host_ip}:{self.apiserver_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -263,7 +269,9 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
         for leftover in ("etcd", "nodes", "logs"):
             shutil.rmtree(spec.state_dir / leftover, ignore_errors=True)
     bins = binaries.ensure()
-    keys = pki.ensure(spec.state_dir / "pki")
+    version = versions.of_binary(bins.kube_apiserver)
+    versions.check_network(version, spec.network)
+    keys = pki.ensure(spec.state_dir / "pki", ips=(spec.net.host_ip,))
     state.data.update(
         {
             "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
@@ -271,9 +279,13 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
             "kubeconfig": str(spec.kubeconfig),
             "admin_token": keys.tokens["admin"],
             "nodes": {n.name: asdict(n) for n in spec.node_specs()},
+            "network": spec.net.record(),  # recorded before it is built: `down` removes it even after a crash
+            "kubernetes_version": versions.describe(version),
         }
     )
     state.save()
+    say(f"Kubernetes {versions.describe(version)}; {spec.network} network, pods in {spec.ip_base}.0.0/16")
+    network.build(spec.net, [network.node_index(n.ip_prefix) for n in spec.node_specs()])
     ca = keys.ca_cert.read_bytes()
     configs = {
         user: kubeconfig.write(
@@ -304,21 +316,17 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
     start_apiserver(spec, state, bins, keys)
 
     say("starting kube-controller-manager and kube-scheduler")
-    # The Endpoints controller (and its mirror into slices) is off: the API server rejects the pods' loopback
-    # addresses in core/v1 Endpoints, so on this cluster its every write failed, with a Warning event, and was
-    # retried (some 13 failed writes and events per pod start); EndpointSlices carry the endpoints here.
+    loopback_pods = spec.network == "loopback"
     start_process(state, "kube-controller-manager", [
         str(bins.kube_controller_manager), "--kubeconfig", str(configs["system:kube-controller-manager"]),
-        "--controllers", "*,-nodeipam,-csrsigning,-csrapproving,-bootstrapsigner,-tokencleaner,-endpoint,"
-        "-endpointslicemirroring",
+        *versions.controller_manager_flags(version, loopback_pods=loopback_pods),
         "--service-account-private-key-file", str(keys.sa_key), "--root-ca-file", str(keys.ca_cert),
-        "--leader-elect=false", "--port=0", "--secure-port=0", "--use-service-account-credentials=false",
-        "--node-monitor-period=1s", f"--node-monitor-grace-period={spec.node_monitor_grace_seconds}s",
-        "--pod-eviction-timeout=30s", "--v=1",
+        "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
+        "--node-monitor-period=1s", f"--node-monitor-grace-period={spec.node_monitor_grace_seconds}s", "--v=1",
     ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
     start_process(state, "kube-scheduler", [
         str(bins.kube_scheduler), "--kubeconfig", str(configs["system:kube-scheduler"]),
-        "--leader-elect=false", "--port=0", "--secure-port=0", "--v=1",
+        *versions.scheduler_flags(version), "--leader-elect=false", "--secure-port=0", "--v=1",
     ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
 
     say("installing the Knative stand-ins (Revision CRD and reconciler, autoscaler)")
@@ -342,10 +350,12 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
 
 
 def start_apiserver(spec: ClusterSpec, state: State, bins: binaries.Binaries, keys: pki.Pki) -> None:
+    version = versions.of_binary(bins.kube_apiserver)
+    host = spec.net.host_ip  # on the bridge with the netns network: the `kubernetes` Service's endpoint
     start_process(state, "kube-apiserver", [
         str(bins.kube_apiserver),
         "--etcd-servers", f"http://127.0.0.1:{spec.etcd_port}",
-        "--advertise-address", "127.0.0.1", "--bind-address", "127.0.0.1",
+        "--advertise-address", host, "--bind-address", host,
         "--secure-port", str(spec.apiserver_port),
         "--tls-cert-file", str(keys.serving_cert), "--tls-private-key-file", str(keys.serving_key),
         "--client-ca-file", str(keys.ca_cert),
@@ -354,7 +364,7 @@ def start_apiserver(spec: ClusterSpec, state: State, bins: binaries.Binaries, ke
         "--service-account-signing-key-file", str(keys.sa_key),
         "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
         "--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged=true",
-        "--endpoint-reconciler-type", "none", "--profiling=false", "--v=1",
+        *versions.apiserver_flags(version, loopback_pods=spec.network == "loopback"), "--profiling=false", "--v=1",
     ], cpus=cpus_for(spec, "control-plane"))  # fmt: skip
     token = keys.tokens["admin"]
     wait_until(
@@ -367,7 +377,7 @@ def restart_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     state = State(state_dir)
     spec = spec_of(state)
     stop_group(state.processes["kube-apiserver"]["pid"])
-    start_apiserver(spec, state, binaries.ensure(), pki.ensure(state_dir / "pki"))
+    start_apiserver(spec, state, binaries.ensure(), pki.ensure(state_dir / "pki", ips=(spec.net.host_ip,)))
 
 
 def cpus_for(spec: ClusterSpec, side: str) -> str | None:
@@ -389,8 +399,9 @@ def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str, s
     timing = ["--timing", spec.kubelet_timing]
     if spec.relist_seconds is not None:
         timing += ["--relist-seconds", str(spec.relist_seconds)]
+    inside = spec.net.node_command(network.node_index(node.ip_prefix))  # its network namespace, if any
     start_process(state, f"node/{node.name}", [
-        python, "-m", "devcluster.nodesim", "--node", node.name, "--zone", node.zone,
+        *inside, python, "-m", "devcluster.nodesim", "--node", node.name, "--zone", node.zone,
         "--ip-prefix", node.ip_prefix, "--cpu", node.cpu, "--memory", node.memory, "--pods", str(node.pods),
         "--state-dir", str(state.path.parent / "nodes" / node.name), *timing,
     ], env=env, cpus=cpus_for(spec, "nodes"))  # fmt: skip
@@ -398,10 +409,11 @@ def start_node(state: State, node: NodeSpec, env: dict[str, str], python: str, s
 
 def start_autoscaler(state: State, spec: ClusterSpec, env: dict[str, str]) -> None:
     """The stand-in for Knative's autoscaler: the activators report to it, it owns the revisions' replicas."""
+    host = spec.net.host_ip
     start_process(state, "autoscaler-standin", [sys.executable, "-m", "devcluster.autoscaler_standin",
-                  "--host", "127.0.0.1", "--port", str(spec.autoscaler_port)], env=env,
+                  "--host", host, "--port", str(spec.autoscaler_port)], env=env,
                   cpus=cpus_for(spec, "control-plane"))  # fmt: skip
-    wait_until(lambda: _http_ok(f"http://127.0.0.1:{spec.autoscaler_port}/healthz"), 30, "the autoscaler stand-in")
+    wait_until(lambda: _http_ok(f"http://{host}:{spec.autoscaler_port}/healthz"), 30, "the autoscaler stand-in")
 
 
 def run_bootstrap(python: str, env: dict[str, str]) -> None:
@@ -435,7 +447,7 @@ def wait_nodes_ready(spec: ClusterSpec, names: list[str], timeout: float) -> Non
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, *, quiet: bool = False) -> list[int]:
-    """Stop every process the cluster started; return the pids that were still alive afterwards (none)."""
+    """Stop every process the cluster started and remove its network; return the pids still alive (none)."""
     state = State(state_dir)
     order = sorted(state.processes, key=lambda n: (n == "etcd", n == "kube-apiserver", n))
     for name in order:
@@ -443,18 +455,36 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, quiet: bool = False) -> list[in
         if not quiet:
             say(f"stopping {name} (pid {info['pid']})")
         stop_group(info["pid"])
-    for node in state.data.get("nodes", {}).values():
-        _blackhole(node["ip_prefix"], add=False)
+    net = _network(state)
+    if net is not None:
+        network.teardown(net)
     leftover = [info["pid"] for info in state.processes.values() if group_members(info["pid"])]
     state.data["processes"] = {}
     state.save()
     return leftover
 
 
-def kill_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    """A dead node: the simulated kubelet and every pod process on it are SIGKILLed; heartbeats stop."""
-    state = State(state_dir)
+def _network(state: State) -> Network | None:
+    """The network a cluster made: as recorded, or (state of an older devcluster) its loopback layout."""
+    recorded = Network.recorded(state.data.get("network"))
+    if recorded is None and "spec" in state.data:
+        return spec_of(state).net
+    return recorded
+
+
+def _node(state: State, name: str) -> tuple[dict[str, Any], Network, int]:
+    """A node's process record, the cluster's network, and the node's index in it."""
     info = _node_process(state, name)
+    net = _network(state) or spec_of(state).net
+    return info, net, network.node_index(state.data["nodes"][name]["ip_prefix"])
+
+
+def kill_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """A dead node: the simulated kubelet and every pod process on it are SIGKILLed, heartbeats stop, and (netns
+    network) its link goes down, so connections to its pods time out as with a dead machine."""
+    state = State(state_dir)
+    info, net, index = _node(state, name)
+    network.cut_link(net, index, down=True)
     try:
         os.killpg(info["pid"], signal.SIGKILL)
     except ProcessLookupError:
@@ -464,29 +494,13 @@ def kill_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     state.save()
 
 
-IPTABLES_TAG = "localsched-devcluster-hung-node"
-
-
-def _blackhole(prefix: str, add: bool) -> bool:
-    """Drop packets to a node's address range (a hung machine answers no SYN); False when iptables can't."""
-    iptables = shutil.which("iptables")
-    if iptables is None or os.geteuid() != 0:
-        return False
-    rule = ["OUTPUT", "-d", f"{prefix}.0/24", "-m", "comment", "--comment", IPTABLES_TAG, "-j", "DROP"]
-    if add:
-        return subprocess.run([iptables, "-I", *rule], capture_output=True).returncode == 0
-    while subprocess.run([iptables, "-D", *rule], capture_output=True).returncode == 0:
-        pass
-    return True
-
-
 def hang_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     """A hung node: the simulated kubelet and its pods are SIGSTOPped (alive, unresponsive, no heartbeats), and
-    packets to its addresses are dropped, so connecting to its pods times out instead of being refused."""
+    its packets dropped, so connecting to its pods times out instead of being refused."""
     state = State(state_dir)
-    info = _node_process(state, name)
+    info, net, index = _node(state, name)
     os.killpg(info["pid"], signal.SIGSTOP)
-    if not _blackhole(state.data["nodes"][name]["ip_prefix"], add=True):
+    if not network.drop_all(net, index, drop=True):
         say("warning: iptables unavailable (needs root): a hung node's stopped pods still accept connections")
     info["status"] = "hung"
     state.save()
@@ -494,21 +508,36 @@ def hang_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
 
 def resume_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     state = State(state_dir)
-    info = _node_process(state, name)
-    _blackhole(state.data["nodes"][name]["ip_prefix"], add=False)
+    info, net, index = _node(state, name)
+    network.drop_all(net, index, drop=False)
     os.killpg(info["pid"], signal.SIGCONT)
     info["status"] = "running"
     state.save()
 
 
+def partition_node(name: str, state_dir: Path = DEFAULT_STATE_DIR, *, heal: bool = False) -> None:
+    """A node cut off from the API server only (netns network): its heartbeats and its pods' API calls time out,
+    its pods keep serving the traffic that reaches them; ``heal`` reconnects it."""
+    state = State(state_dir)
+    info, net, index = _node(state, name)
+    network.partition(net, index, spec_of(state).apiserver_port, cut=not heal)
+    info["status"] = "running" if heal else "partitioned"
+    state.save()
+
+
+def heal_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    partition_node(name, state_dir, heal=True)
+
+
 def revive_node(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
     """Start a killed node's simulated kubelet again (its pods are restarted, as after a reboot)."""
     state = State(state_dir)
-    info = _node_process(state, name)
+    info, net, index = _node(state, name)
     if group_members(info["pid"]):
         stop_group(info["pid"])
+    network.drop_all(net, index, drop=False)
+    network.cut_link(net, index, down=False)
     node = NodeSpec(**state.data["nodes"][name])
-    _blackhole(node.ip_prefix, add=False)
     env = dict(os.environ, KUBECONFIG=str(state_dir / "nodesim.kubeconfig"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     start_node(state, node, env, sys.executable, spec_of(state))

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -86,12 +86,14 @@ def daemon_env(base: Mapping[str, str], settings: Mapping[str, str] | None = Non
 @contextlib.asynccontextmanager
 async def running_daemon(
     module: str, *, env: Mapping[str, str], log: Path, ready_url: str, http: httpx.AsyncClient,
-    stop_timeout: float = 60.0,
+    stop_timeout: float = 60.0, prefix: Sequence[str] = (),
 ) -> AsyncIterator[asyncio.subprocess.Process]:  # fmt: skip
-    """``python -m module`` until ``ready_url`` answers 200 (30 s at most); SIGTERM, then SIGKILL, afterwards."""
+    """``python -m module`` until ``ready_url`` answers 200 (30 s at most); SIGTERM, then SIGKILL, afterwards.
+
+    ``prefix`` runs in front of it (entering a node's network namespace: ``devcluster.network.enter_for``)."""
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=dict(env), stdout=out, stderr=asyncio.subprocess.STDOUT
+            *prefix, sys.executable, "-m", module, env=dict(env), stdout=out, stderr=asyncio.subprocess.STDOUT
         )
 
     async def ready() -> bool:

@@ -50,7 +50,8 @@ async def run(state_dir: Path) -> int:
                 await asyncio.sleep(0.1)
         await wait_activators_ready(client)
     replicas = (deployment or {}).get("spec", {}).get("replicas", "?")
-    autoscaler = f"http://127.0.0.1:{spec_of(state).autoscaler_port}/decisions"
+    spec = spec_of(state)
+    autoscaler = f"http://{spec.net.host_ip}:{spec.autoscaler_port}/decisions"
     print(
         f"""
 The devcluster is up, with the sample revision {NAMESPACE}/{REVISION} at {replicas} replicas.

@@ -36,8 +36,11 @@ USERS = {
 }
 
 
-def ensure(directory: Path) -> Pki:
-    """Create (once) everything the control plane needs to serve TLS, sign tokens and authenticate users."""
+def ensure(directory: Path, ips: tuple[str, ...] = ()) -> Pki:
+    """Create (once) everything the control plane needs to serve TLS, sign tokens and authenticate users.
+
+    The API server's certificate names 127.0.0.1 and ``ips`` (where nodes and pods reach it); it is made again
+    when those change."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -52,12 +55,15 @@ def ensure(directory: Path) -> Pki:
     if not pki.ca_cert.exists():
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
                  "-days", "3650", "-subj", "/CN=localsched-devcluster-ca", cwd=directory)  # fmt: skip
-    if not pki.serving_cert.exists():
-        (directory / "san.cnf").write_text(
-            "[req]\ndistinguished_name=dn\n[dn]\n[ext]\n"
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
-        )
+    extra = "".join(f",IP:{ip}" for ip in sorted(set(ips) - {"127.0.0.1"}))
+    san = (
+        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        f"DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1{extra}\n"
+    )
+    san_file = directory / "san.cnf"
+    if not pki.serving_cert.exists() or not san_file.exists() or san_file.read_text() != san:
+        san_file.write_text(san)
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out", "apiserver.csr",
                  "-subj", "/CN=kube-apiserver", cwd=directory)  # fmt: skip
         _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",

@@ -2,8 +2,8 @@
 
 One devcluster at a time on a machine: while the suite's cluster is up it holds the integration tests' lock
 (``/tmp/localsched-test-devcluster.lock``, an exclusive ``flock``), so a test session and a chaos run wait for each
-other. Its own ports (``CHAOS_PORT_BASE``) and addresses (``CHAOS_IP_BASE``), a temporary state directory, and
-everything stopped afterwards, also on an error or Ctrl-C.
+other. Its own ports (``CHAOS_PORT_BASE``) and addresses (10.247.x on the netns network, else 127.40.x), a
+temporary state directory, and everything stopped afterwards, also on an error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from devcluster import binaries, controlplane, pki
+from devcluster import binaries, controlplane, network, pki
 from devcluster.controlplane import ClusterSpec
 from devcluster.daemons import container_pid, poll_until
 from devcluster.samples import sample_revision
@@ -37,7 +37,6 @@ from localsched.predicates import is_ready
 
 LOCK = Path("/tmp/localsched-test-devcluster.lock")
 CHAOS_PORT_BASE = int(os.environ.get("LOCALSCHED_CHAOS_PORT_BASE", "37000"))
-CHAOS_IP_BASE = os.environ.get("LOCALSCHED_CHAOS_IP_BASE", "127.40")
 SYSTEM_NAMESPACE = "localsched-system"
 ACTIVATORS = "app.kubernetes.io/name=activator"
 ENDPOINTSCTL = "app.kubernetes.io/name=endpointsctl"
@@ -59,7 +58,13 @@ def chaos_devcluster() -> Iterator[ClusterSpec]:
     """A fresh devcluster under the machine-wide devcluster lock; down (and its state removed) afterwards. There is
     no keeping it up: the lock goes with this process, and a cluster left up would run beside the next one."""
     state_dir = Path(tempfile.mkdtemp(prefix="localsched-chaos-"))
-    spec = ClusterSpec(state_dir=state_dir, nodes=3, port_base=CHAOS_PORT_BASE, ip_base=CHAOS_IP_BASE)
+    mode, ip_base = network.layout(
+        os.environ.get("LOCALSCHED_CHAOS_NETWORK", "auto"),
+        os.environ.get("LOCALSCHED_CHAOS_IP_BASE"),
+        loopback="127.40",
+        netns="10.247",
+    )
+    spec = ClusterSpec(state_dir=state_dir, nodes=3, port_base=CHAOS_PORT_BASE, ip_base=ip_base, network=mode)
     # SIGTERM (a CI timeout, say) unwinds like Ctrl-C, so the cluster goes down with the suite.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     with LOCK.open("w") as lock:

@@ -39,7 +39,7 @@ from devcluster import controlplane
 from devcluster.activators import daemonset_activators
 from devcluster.samples import sample_revision
 from loadtest import cpu, plots
-from loadtest.harness import BENCH_SPEC, RESULTS, devcluster, machine, namespace, write_results
+from loadtest.harness import RESULTS, bench_spec, devcluster, machine, namespace, write_results
 from loadtest.physical import APPS, App, addresses, spawn_at_once
 from localsched.knative import REVISION_LABEL, revision_key_of
 from localsched.kube import resources as r
@@ -502,7 +502,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     progress = Progress(total)
     samples: list[Sample] = []
     physical: dict[tuple[str, int], list[float]] = defaultdict(list)
-    spec = replace(BENCH_SPEC, relist_seconds=args.relist_seconds, split_cpus=args.split_cpus)
+    spec = replace(bench_spec(args.network), relist_seconds=args.relist_seconds, split_cpus=args.split_cpus)
     with devcluster(spec, keep=args.keep) as spec:
         limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
         async with (
@@ -581,6 +581,9 @@ def main() -> None:
     parser.add_argument("--relist-seconds", type=float, default=None, help="the kubelets' PLEG relist period")
     parser.add_argument("--split-cpus", action="store_true",
                         help="control plane on half the CPUs, the nodes and their pods on the other half")  # fmt: skip
+    parser.add_argument("--network", choices=("auto", "loopback", "netns"), default=None,
+                        help="the devcluster's pod network (default: $LOCALSCHED_BENCH_NETWORK, else auto; "
+                        "docs/devcluster.md)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--name", default="coldstart", help="results file name")
     parser.add_argument("--keep", action="store_true", help="leave the bench devcluster up")

@@ -2,8 +2,8 @@
 
 Benchmarks bring up their own devcluster (state in ``$LOCALSCHED_BENCH_STATE_DIR``, default
 ``~/.local/state/localsched/bench``, ports apart from the demo and the tests) unless ``--reuse`` is given and one
-is already up there, and leave it down afterwards. Traffic goes only to loopback addresses; every loop is bounded
-in count and time.
+is already up there, and leave it down afterwards. Traffic stays on this machine (pod addresses on the
+devcluster's own bridge, or loopback addresses: docs/devcluster.md); every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devcluster import controlplane
+from devcluster import controlplane, network
 from devcluster.applying import apply
 from devcluster.controlplane import ClusterSpec
 from localsched.kube import resources as r
@@ -34,12 +34,20 @@ from localsched.kube.watching import WatchCache
 
 RESULTS = Path(__file__).parent / "results"
 BENCH_STATE_DIR = Path(os.environ.get("LOCALSCHED_BENCH_STATE_DIR", Path.home() / ".local/state/localsched/bench"))
-BENCH_SPEC = ClusterSpec(state_dir=BENCH_STATE_DIR, nodes=3, port_base=47000, ip_base="127.50")
+
+
+def bench_spec(network_mode: str | None = None) -> ClusterSpec:
+    """The benchmarks' devcluster: its own ports and range; the netns network where it can be built, else loopback
+    (``network_mode``, else ``LOCALSCHED_BENCH_NETWORK``, default auto: docs/devcluster.md)."""
+    requested = network_mode or os.environ.get("LOCALSCHED_BENCH_NETWORK", "auto")
+    mode, ip_base = network.layout(requested, None, loopback="127.50", netns="10.248")
+    return ClusterSpec(state_dir=BENCH_STATE_DIR, nodes=3, port_base=47000, ip_base=ip_base, network=mode)
 
 
 @contextlib.contextmanager
-def devcluster(spec: ClusterSpec = BENCH_SPEC, *, keep: bool = False) -> Any:
+def devcluster(spec: ClusterSpec | None = None, *, keep: bool = False) -> Any:
     """The benchmark's devcluster, this process (the client, outside the nodes) on the control plane's CPUs."""
+    spec = spec or bench_spec()
     control_plane = controlplane.cpus_for(spec, "control-plane")
     if control_plane is not None:
         os.sched_setaffinity(0, {int(c) for c in control_plane.split(",")})

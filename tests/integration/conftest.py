@@ -16,14 +16,20 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from devcluster import controlplane
+from devcluster import controlplane, network
 from devcluster.controlplane import ClusterSpec
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
 from tests.integration.kit import Cluster, watching
 
 TEST_PORT_BASE = int(os.environ.get("LOCALSCHED_TEST_PORT_BASE", "27000"))
-TEST_IP_BASE = os.environ.get("LOCALSCHED_TEST_IP_BASE", "127.30")
+# The netns network where it can be built (root), else loopback addresses (devcluster/network.py).
+TEST_NETWORK, TEST_IP_BASE = network.layout(
+    os.environ.get("LOCALSCHED_TEST_NETWORK", "auto"),
+    os.environ.get("LOCALSCHED_TEST_IP_BASE"),
+    loopback="127.30",
+    netns="10.246",
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +39,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(kubeconfig=external, state_dir=None)
         return
     state_dir = Path(tmp_path_factory.mktemp("devcluster"))
-    spec = ClusterSpec(state_dir=state_dir, nodes=3, port_base=TEST_PORT_BASE, ip_base=TEST_IP_BASE)
+    spec = ClusterSpec(
+        state_dir=state_dir, nodes=3, port_base=TEST_PORT_BASE, ip_base=TEST_IP_BASE, network=TEST_NETWORK
+    )
     # One test devcluster on this machine at a time: concurrent sessions wait here for the previous one.
     with open("/tmp/localsched-test-devcluster.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -43,6 +51,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         finally:
             leftover = controlplane.down(state_dir, quiet=True)
             assert not leftover, f"devcluster down left processes behind: {leftover}"
+            left = network.leftovers(spec.net)
+            assert not left, f"devcluster down left network parts behind: {left}"
 
 
 @pytest.fixture
@@ -70,7 +80,7 @@ async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client for talking to pods and activators on loopback addresses."""
+    """A plain HTTP client for talking to pods and activators at their pod addresses."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), trust_env=False) as client:
         yield client
 
