@@ -458,6 +458,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, quiet: bool = False) -> list[in
     net = _network(state)
     if net is not None:
         network.teardown(net)
+        if left := network.leftovers(net):
+            say(f"warning: could not remove {', '.join(left)}")
     leftover = [info["pid"] for info in state.processes.values() if group_members(info["pid"])]
     state.data["processes"] = {}
     state.save()

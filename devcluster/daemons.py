@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
@@ -15,8 +14,10 @@ from typing import TypeVar
 
 import httpx
 
+from devcluster import versions
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient, Obj
+from localsched.kube.watching import WatchCache
 
 T = TypeVar("T")
 
@@ -44,10 +45,27 @@ async def poll_until(
 
 
 async def service_account_token(kube: KubeClient, namespace: str, name: str) -> str:
-    """The token of a ServiceAccount's (legacy, 1.20) token secret: run a daemon under its real RBAC."""
-    account = await kube.get(r.SERVICEACCOUNTS, name, namespace)
-    secret = await kube.get(r.SECRETS, account["secrets"][0]["name"], namespace)
-    return base64.b64decode(secret["data"]["token"]).decode()
+    """A token for a ServiceAccount, to run a daemon under its real RBAC: from the TokenRequest API, as a kubelet
+    gets a pod's (token secrets are no longer made from 1.24 on). Valid for a day, longer than any run here."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"audiences": [], "expirationSeconds": 86400}}  # fmt: skip
+    result = await kube.request("POST", r.SERVICEACCOUNTS.path(namespace, name, "token"), body=request)
+    return str(result["status"]["token"])
+
+
+async def default_account_ready(kube: KubeClient, namespace: str, timeout: float = 30) -> None:
+    """Wait until a new namespace can take pods: its ``default`` ServiceAccount exists and, on a server that admits
+    pods only with a token secret to mount (before 1.21, when projected tokens took over), has one."""
+    needs_secret = versions.from_server(await kube.server_version()) < versions.PROJECTED_TOKENS
+    cache = WatchCache(kube, r.SERVICEACCOUNTS, namespace=namespace)
+    cache.start()
+    try:
+        await cache.wait_for(
+            lambda c: (sa := c.get("default", namespace)) is not None and (bool(sa.get("secrets")) or not needs_secret),
+            timeout,
+        )
+    finally:
+        await cache.stop()
 
 
 def container_pid(pod: Obj) -> int:

@@ -127,12 +127,12 @@ def enter_for(ip: str) -> list[str]:
     if ipaddress.ip_address(ip).is_loopback or netns_possible() is not None:
         return []
     node_range = ip.rsplit(".", 1)[0] + ".0/24"
-    for ns in _run("ip", "netns", "list", check=False).stdout.split("\n"):
-        name = ns.split(" ")[0]
-        if not name or "-node-" not in name:
+    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split(" ")[0]
+        if not (name.startswith("lsdc") and "-node-" in name):
             continue
         local = _run("ip", "-n", name, "route", "show", "table", "local", node_range, check=False).stdout
-        if node_range.removesuffix("/24") in local or node_range in local:
+        if node_range in local:
             return ["ip", "netns", "exec", name]
     return []
 
@@ -173,6 +173,9 @@ def build(network: Network, indexes: list[int]) -> None:
     """Make the bridge and one namespace per node (``indexes``: the nodes' ``i``)."""
     if network.mode == "loopback":
         return
+    # What a cluster on the same ports left when it died with its state (a test session's temporary state dir,
+    # say): the tag is this cluster's, and no cluster on the same ports can be running beside this one.
+    teardown(network)
     in_use = _routes_over(network.cidr)
     if in_use:
         raise NetworkError(f"{network.cidr} is already routed on this machine ({'; '.join(in_use)}): choose another "
@@ -200,8 +203,8 @@ def add_node(network: Network, index: int) -> None:
 
 def teardown(network: Network) -> None:
     """Remove everything ``network`` made (namespaces, links, the bridge, routes, rules); missing parts are fine."""
+    _host_drop_rules(network, remove_all=True)
     if network.mode == "loopback":
-        _host_drop_rules(network, remove_all=True)
         return
     for ns in _namespaces(network.tag):
         _run("ip", "netns", "del", ns, check=False)  # its veth end, addresses, routes and rules go with it
@@ -213,12 +216,13 @@ def teardown(network: Network) -> None:
 
 
 def leftovers(network: Network) -> list[str]:
-    """Whatever of ``network`` still exists: namespaces, links, its unreachable route."""
+    """Whatever of ``network`` still exists: namespaces, links, routes, rules in this machine's firewall."""
+    rules = [f"iptables rule {rule}" for rule in _host_drop_rules(network)]
     if network.mode == "loopback":
-        return [f"iptables rule {rule}" for rule in _host_drop_rules(network)]
+        return rules
     found = [f"netns {ns}" for ns in _namespaces(network.tag)] + [f"link {link}" for link in _links(network.tag)]
     routes = _run("ip", "route", "show", network.cidr, check=False).stdout.strip()
-    return found + [f"route {line}" for line in routes.splitlines() if line]
+    return rules + found + [f"route {line}" for line in routes.splitlines() if line]
 
 
 def _namespaces(tag: str) -> list[str]:

@@ -11,6 +11,9 @@ The devcluster drives Debian's v1.20.2 build by default, and any newer release g
   evicts pods from a dead node on every version: ``--default-unreachable-toleration-seconds`` on the API server.
 - EndpointSlice ``discovery.k8s.io/v1`` arrives in 1.21 and ``v1beta1`` leaves in 1.25: not a flag, the daemons
   ask the server what it serves (``localsched.kube.client``).
+- Service-account tokens: from 1.21 (BoundServiceAccountTokenVolume beta) pods mount a token from the
+  TokenRequest API, and from 1.24 token secrets are no longer made; before 1.21 a pod is admitted only once its
+  account's token secret exists. The devcluster's kubelets and the tests' daemons use TokenRequest on every version.
 - Loopback pod addresses: accepted in ``discovery.k8s.io/v1beta1`` slices (1.20), rejected in ``v1`` slices and in
   core/v1 Endpoints, which is why the ``loopback`` network needs 1.20 and turns off the Endpoints controllers and
   the API server's endpoint reconciler (``devcluster/network.py``).
@@ -27,6 +30,7 @@ SCHEDULER_PORT_REMOVED = (1, 23)
 CONTROLLER_MANAGER_PORT_REMOVED = (1, 24)
 POD_EVICTION_TIMEOUT_REMOVED = (1, 27)
 LOOPBACK_PODS_REJECTED = (1, 21)  # v1 EndpointSlices, the only version served from 1.25
+PROJECTED_TOKENS = (1, 21)  # pods mount a TokenRequest token; before, admission waits for the token secret
 
 
 class VersionError(RuntimeError):
@@ -45,6 +49,11 @@ def parse(text: str, what: str = "the output") -> tuple[int, int]:
     if found is None:
         raise VersionError(f"no Kubernetes version in {what}: {text.strip()[:200]!r}")
     return int(found.group(1)), int(found.group(2))
+
+
+def from_server(info: dict[str, object]) -> tuple[int, int]:
+    """(major, minor) from a server's ``/version`` (``minor`` may carry a suffix: "20+")."""
+    return parse(str(info.get("gitVersion", "")), what="the server's /version")
 
 
 def describe(version: tuple[int, int]) -> str:

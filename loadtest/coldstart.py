@@ -437,7 +437,8 @@ def update_readme(result: dict[str, Any], command: str) -> None:
         return
     body = [
         f"Measured on {result['machine']}, {result['when']}, with `{command}` (kubelet timing: "
-        f"{result['kubelet_timing']}); every request answered 200. Details, targets and the step breakdown: "
+        f"{result['kubelet_timing']}; devcluster network: {result.get('network', 'loopback')}); every request "
+        "answered 200. Details, targets and the step breakdown: "
         "[loadtest/results/coldstart.md](loadtest/results/coldstart.md).",
         "",
         *summary_table(result, "loadtest/results/"),
@@ -452,6 +453,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "# Cold start: local scheduling vs the standard path",
         "",
         f"`{command}` on {result['machine']}, {result['when']}; kubelet timing: {result['kubelet_timing']};",
+        f"devcluster network: {result.get('network', 'loopback')} (docs/devcluster.md);",
         "every request answered 200. Time to first byte as the client sees it, through the DaemonSet activators",
         "(each revision's request to an activator from its `{rev}-activationendpoints`). *physical*: the same",
         "number of app processes spawned directly, in the same run.",
@@ -542,6 +544,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         **machine(),
         "settings": vars(args),
         "kubelet_timing": f"realistic, relist every {args.relist_seconds or 1:g}s",
+        "network": f"{spec.network} (pods in {spec.ip_base}.0.0/16)",
         "summary": summary,
         "targets": targets(summary),
         "samples": [asdict(s) for s in samples],

@@ -28,9 +28,9 @@ from typing import Any
 from devcluster import controlplane, network
 from devcluster.applying import apply
 from devcluster.controlplane import ClusterSpec
+from devcluster.daemons import default_account_ready
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from localsched.kube.watching import WatchCache
 
 RESULTS = Path(__file__).parent / "results"
 BENCH_STATE_DIR = Path(os.environ.get("LOCALSCHED_BENCH_STATE_DIR", Path.home() / ".local/state/localsched/bench"))
@@ -63,12 +63,7 @@ def devcluster(spec: ClusterSpec | None = None, *, keep: bool = False) -> Any:
 async def namespace(kube: KubeClient, prefix: str) -> AsyncIterator[str]:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     await apply(kube, {"kind": "Namespace", "metadata": {"name": name}})
-    cache = WatchCache(kube, r.SERVICEACCOUNTS, namespace=name)
-    cache.start()
-    try:
-        await cache.wait_for(lambda c: (sa := c.get("default", name)) is not None and bool(sa.get("secrets")), 30)
-    finally:
-        await cache.stop()
+    await default_account_ready(kube, name)
     try:
         yield name
     finally:

@@ -18,17 +18,23 @@ import pytest_asyncio
 
 from devcluster import controlplane, network
 from devcluster.controlplane import ClusterSpec
+from devcluster.daemons import default_account_ready
 from localsched.kube import resources as r
 from localsched.kube.client import KubeClient
-from tests.integration.kit import Cluster, watching
+from tests.integration.kit import Cluster
 
 TEST_PORT_BASE = int(os.environ.get("LOCALSCHED_TEST_PORT_BASE", "27000"))
-# The netns network where it can be built (root), else loopback addresses (devcluster/network.py).
-TEST_NETWORK, TEST_IP_BASE = network.layout(
-    os.environ.get("LOCALSCHED_TEST_NETWORK", "auto"),
-    os.environ.get("LOCALSCHED_TEST_IP_BASE"),
-    loopback="127.30",
-    netns="10.246",
+# The devcluster's network: netns where it can be built (root), else loopback addresses (devcluster/network.py).
+# On an external cluster the tests' own activators run on this machine's loopback addresses, as they always have.
+TEST_NETWORK, TEST_IP_BASE = (
+    ("loopback", os.environ.get("LOCALSCHED_TEST_IP_BASE", "127.30"))
+    if os.environ.get("LOCALSCHED_TEST_KUBECONFIG")
+    else network.layout(
+        os.environ.get("LOCALSCHED_TEST_NETWORK", "auto"),
+        os.environ.get("LOCALSCHED_TEST_IP_BASE"),
+        loopback="127.30",
+        netns="10.246",
+    )
 )
 
 
@@ -59,8 +65,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def devcluster(cluster: Cluster) -> Iterator[Path]:
     """The devcluster's state dir, for tests that kill or hang nodes; skipped on an external cluster.
 
-    A node the test left killed or hung (it failed before its own cleanup) is brought back afterwards, so one
-    failure does not take the rest of the session down with it."""
+    A node the test left killed, hung or partitioned (it failed before its own cleanup) is brought back afterwards,
+    so one failure does not take the rest of the session down with it."""
     if cluster.state_dir is None:
         pytest.skip("needs devcluster's node controls")
     yield cluster.state_dir
@@ -70,6 +76,8 @@ def devcluster(cluster: Cluster) -> Iterator[Path]:
             controlplane.resume_node(node, cluster.state_dir)
         elif key.startswith("node/") and info.get("status") == "killed":
             controlplane.revive_node(node, cluster.state_dir)
+        elif key.startswith("node/") and info.get("status") == "partitioned":
+            controlplane.heal_node(node, cluster.state_dir)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -90,9 +98,6 @@ async def namespace(kube: KubeClient, request: pytest.FixtureRequest) -> AsyncIt
     """A fresh namespace whose default service account has its token (pods can be admitted)."""
     name = f"t-{request.node.name[5:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
     await kube.create(r.NAMESPACES, {"metadata": {"name": name, "labels": {"localsched.dev/test": "true"}}})
-    async with watching(kube, r.SERVICEACCOUNTS, name) as accounts:
-        await accounts.wait_for(
-            lambda c: (sa := c.get("default", name)) is not None and bool(sa.get("secrets")), timeout=30
-        )
+    await default_account_ready(kube, name)
     yield name
     await kube.delete(r.NAMESPACES, name)

@@ -108,6 +108,28 @@ async def test_a_killed_nodes_pods_time_out_instead_of_refusing(
         await wait_for(nodes, lambda c: condition(c.get("node-3") or {}, "Ready") == "True", timeout=60)
 
 
+async def test_a_node_cut_off_from_the_api_server_goes_not_ready_while_its_pods_keep_serving(
+    kube: KubeClient, namespace: str, devcluster: Path
+) -> None:
+    cluster_network(devcluster)
+    revision = "cut-00001"
+    extra = {"nodeSelector": {"kubernetes.io/hostname": "node-2"}}
+    await create_revision(kube, sample_revision(revision, namespace, pod_spec_extra=extra))
+    pod = (await scale_ready(kube, namespace, revision, 1))[0]
+    grace = controlplane.spec_of(controlplane.State(devcluster)).node_monitor_grace_seconds
+    controlplane.partition_node("node-2", devcluster)
+    try:
+        async with watching(kube, r.NODES) as nodes:
+            await wait_for(nodes, lambda c: condition(c.get("node-2") or {}, "Ready") != "True", timeout=grace + 30)
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as fresh:
+            answer = await fresh.get(f"http://{pod['status']['podIP']}:8080/")
+        assert answer.status_code == 200, "only the way to the API server is cut: the node's pods still serve"
+    finally:
+        controlplane.heal_node("node-2", devcluster)
+    async with watching(kube, r.NODES) as nodes:
+        await wait_for(nodes, lambda c: condition(c.get("node-2") or {}, "Ready") == "True", timeout=60)
+
+
 def test_down_removes_every_namespace_link_and_route_even_after_a_crash() -> None:
     """A network built and then torn down from its record alone (as `down` does after a crash) leaves nothing."""
     if network.netns_possible() is not None:

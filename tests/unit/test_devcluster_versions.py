@@ -8,7 +8,8 @@ from devcluster import versions
 from devcluster.network import Network, NetworkError
 
 
-def test_the_version_is_read_from_a_binarys_output() -> None:
+def test_the_version_is_read_from_a_binarys_output_and_from_the_servers() -> None:
+    assert versions.from_server({"major": "1", "minor": "30+", "gitVersion": "v1.30.4-eks-a737599"}) == (1, 30)
     assert versions.parse("Kubernetes v1.20.2\n") == (1, 20)
     assert versions.parse("Kubernetes v1.36.0-alpha.1") == (1, 36)
     with pytest.raises(versions.VersionError, match="no Kubernetes version"):
