@@ -66,7 +66,7 @@ bench: binaries $(VENV)/.bench
 	$(PY) -m loadtest warm --rounds 2 --seconds 3
 	$(PY) -m loadtest subsetting
 
-# Faults under steady load on a fresh devcluster of its own (ports 37000+, 127.40.x; it waits for a test session's
+# Faults under steady load on a fresh devcluster of its own (ports 37000+, 10.247.x; it waits for a test session's
 # devcluster to go first), one scenario after another, about 5 minutes; results in loadtest/results/chaos.{md,json},
 # docs/chaos.md explains them. Exits 1 when the system missed an expectation, 2 when the harness itself failed.
 chaos: binaries

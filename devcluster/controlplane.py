@@ -271,7 +271,7 @@ def up(spec: ClusterSpec, *, fresh: bool = False) -> State:
     bins = binaries.ensure()
     version = versions.of_binary(bins.kube_apiserver)
     versions.check_network(version, spec.network)
-    keys = pki.ensure(spec.state_dir / "pki", ips=(spec.net.host_ip,))
+    keys = keys_of(spec)
     state.data.update(
         {
             "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
@@ -372,12 +372,22 @@ def start_apiserver(spec: ClusterSpec, state: State, bins: binaries.Binaries, ke
     )
 
 
-def restart_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
-    """Stop and start kube-apiserver (for tests that must survive an API server restart)."""
+def keys_of(spec: ClusterSpec) -> pki.Pki:
+    """The cluster's certificates and tokens; the API server's names the address nodes and pods reach it at."""
+    return pki.ensure(spec.state_dir / "pki", ips=(spec.net.host_ip,))
+
+
+def start_apiserver_again(state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Start a stopped kube-apiserver of a running cluster on its port, and wait until it is ready."""
     state = State(state_dir)
     spec = spec_of(state)
-    stop_group(state.processes["kube-apiserver"]["pid"])
-    start_apiserver(spec, state, binaries.ensure(), pki.ensure(state_dir / "pki", ips=(spec.net.host_ip,)))
+    start_apiserver(spec, state, binaries.ensure(), keys_of(spec))
+
+
+def restart_apiserver(state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Stop and start kube-apiserver (for tests that must survive an API server restart)."""
+    stop_group(State(state_dir).processes["kube-apiserver"]["pid"])
+    start_apiserver_again(state_dir)
 
 
 def cpus_for(spec: ClusterSpec, side: str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from devcluster import binaries, controlplane, network, pki
+from devcluster import controlplane, network
 from devcluster.controlplane import ClusterSpec
 from devcluster.daemons import container_pid, poll_until
 from devcluster.samples import sample_revision
@@ -111,8 +111,7 @@ def stop_apiserver(state_dir: Path) -> None:
 
 def start_apiserver(state_dir: Path) -> None:
     """Start kube-apiserver again on its port, and wait until it is ready."""
-    state = controlplane.State(state_dir)
-    controlplane.start_apiserver(controlplane.spec_of(state), state, binaries.ensure(), pki.ensure(state_dir / "pki"))
+    controlplane.start_apiserver_again(state_dir)
 
 
 async def compact_etcd(http: httpx.AsyncClient, spec: ClusterSpec) -> int:
