@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,13 @@ def cluster_network(devcluster: Path) -> Network:
 
 def outside_loopback(ip: str) -> bool:
     return not ipaddress.ip_address(ip).is_loopback
+
+
+async def ready_pod_on(kube: KubeClient, namespace: str, revision: str, node: str) -> dict[str, Any]:
+    """A revision with one Ready pod, on ``node``."""
+    extra = {"nodeSelector": {"kubernetes.io/hostname": node}}
+    await create_revision(kube, sample_revision(revision, namespace, pod_spec_extra=extra))
+    return (await scale_ready(kube, namespace, revision, 1))[0]
 
 
 async def test_nodes_pods_and_the_api_server_have_addresses_outside_loopback(
@@ -88,10 +96,7 @@ async def test_a_killed_nodes_pods_time_out_instead_of_refusing(
     kube: KubeClient, namespace: str, devcluster: Path, http: httpx.AsyncClient
 ) -> None:
     cluster_network(devcluster)
-    revision = "dead-00001"
-    extra = {"nodeSelector": {"kubernetes.io/hostname": "node-3"}}
-    await create_revision(kube, sample_revision(revision, namespace, pod_spec_extra=extra))
-    pod = (await scale_ready(kube, namespace, revision, 1))[0]
+    pod = await ready_pod_on(kube, namespace, "dead-00001", "node-3")
     url = f"http://{pod['status']['podIP']}:8080/"
     assert (await http.get(url)).status_code == 200
     controlplane.kill_node("node-3", devcluster)
@@ -112,10 +117,7 @@ async def test_a_node_cut_off_from_the_api_server_goes_not_ready_while_its_pods_
     kube: KubeClient, namespace: str, devcluster: Path
 ) -> None:
     cluster_network(devcluster)
-    revision = "cut-00001"
-    extra = {"nodeSelector": {"kubernetes.io/hostname": "node-2"}}
-    await create_revision(kube, sample_revision(revision, namespace, pod_spec_extra=extra))
-    pod = (await scale_ready(kube, namespace, revision, 1))[0]
+    pod = await ready_pod_on(kube, namespace, "cut-00001", "node-2")
     grace = controlplane.spec_of(controlplane.State(devcluster)).node_monitor_grace_seconds
     controlplane.partition_node("node-2", devcluster)
     try:
