@@ -2,8 +2,9 @@
 
 It registers a Node (zone labels, allocatable), keeps it alive with a Lease and status heartbeats, and runs the
 pods bound to it as local processes: the container's ``command``/``args`` with its env (downward API included)
-and a ``PORT``, each pod on its own loopback address from the node's range (``POD_IP`` tells the process which
-address is its own). Readiness probes are really executed. Admission rejects pods that do not fit the node
+and a ``PORT``, each pod on its own address from the node's range (``POD_IP`` tells the process which address is
+its own), routed to it by the node's network namespace or, on the loopback network, a loopback address
+(``devcluster/network.py``). Readiness probes are really executed. Admission rejects pods that do not fit the node
 (phase Failed, reason OutOfcpu / OutOfmemory / OutOfpods), as the kubelet does. Deletion sends SIGTERM and
 honours the grace period, then SIGKILL.
 
