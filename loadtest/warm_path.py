@@ -91,12 +91,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pod_address = f"{pod['status']['podIP']}:8080"
             nginx_address = f"{NGINX_HOST}:{free_port(NGINX_HOST)}"
             async with reverse_proxy(pod_address, nginx_address) as nginx_pid:
-                return await measure(args, {
+                result = await measure(args, {
                     "direct": (f"http://{pod_address}/", {}),
                     "nginx": (f"http://{nginx_address}/", {}),
                     "activator": (f"http://{activator['status']['podIP']}:8012/",
                                   {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": "warm-00001"}),
                 }, {"activator": activator_pid, "nginx": nginx_pid})  # fmt: skip
+                return {**result, "network": f"{spec.network} (pods in {spec.ip_base}.0.0/16)"}
 
 
 async def measure(
@@ -196,7 +197,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
     table = "\n".join(rows)
     return f"""# Warm path: straight to the pod, through nginx, through the activator
 
-`{command}`: {result["machine"]}, {result["when"]}. One run, the three paths alternating; medians over
+`{command}`: {result["machine"]}, {result["when"]}; devcluster network: {result.get("network", "loopback")}
+(docs/devcluster.md). One run, the three paths alternating; medians over
 {settings["rounds"]} rounds. Saturation: {settings["concurrency"]} connections for {settings["seconds"]} s
 ({settings["generator"]}). Latency: an open loop at {settings["rate"]:g} req/s for {settings["rate_seconds"]} s, from
 each request's due time. CPU: the proxy process's own, per 1,000 requests at saturation; at the fixed rate, the
