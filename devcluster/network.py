@@ -53,11 +53,14 @@ def netns_possible() -> str | None:
 
 @cache
 def _probe() -> str | None:
-    """Root is not always enough (a container without CAP_NET_ADMIN): make and remove a namespace once."""
+    """Root is not always enough (a container without CAP_NET_ADMIN or CAP_SYS_ADMIN): make a namespace, run a
+    process in it, and remove it, once."""
     name = f"lsdc-probe-{os.getpid()}"
-    made = _run("ip", "netns", "add", name, check=False)
-    _run("ip", "netns", "del", name, check=False)
-    return None if made.returncode == 0 else f"cannot make a network namespace: {made.stderr.strip()}"
+    failed = _run("ip", "netns", "add", name, check=False)
+    if failed.returncode == 0:
+        failed = _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up", check=False)
+        _run("ip", "netns", "del", name, check=False)
+    return None if failed.returncode == 0 else f"cannot make or enter a network namespace: {failed.stderr.strip()}"
 
 
 def choose_mode(requested: str) -> str:
