@@ -26,7 +26,8 @@ from tests.integration.kit import condition, create_revision, scale_ready, wait_
 def cluster_network(devcluster: Path) -> Network:
     net = controlplane.spec_of(controlplane.State(devcluster)).net
     if net.mode != "netns":
-        pytest.skip("the session's devcluster runs the loopback network (netns needs root)")
+        why = network.netns_possible() or "LOCALSCHED_TEST_NETWORK=loopback"
+        pytest.skip(f"the session's devcluster runs the loopback network ({why})")
     return net
 
 
